@@ -1,0 +1,1 @@
+"""Producing data: quantize models, measure them, log runs."""

@@ -1,0 +1,1 @@
+"""Measurements of a (quantized) model: SQNR, NLL."""

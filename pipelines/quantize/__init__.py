@@ -1,0 +1,1 @@
+"""Quantization core: formats, MX and classic-int RTN, whole-model application."""

@@ -1,0 +1,95 @@
+"""Classic symmetric integer quantization with MSE-calibrated scales (Xu et al. 2024, App. C).
+
+Codes are sign-magnitude like the MX ints, q in [-(2^(P-1)-1), 2^(P-1)-1], with one scale per
+tensor, per output channel or per group of K input elements. Each scale is alpha * max|x| / qmax
+with alpha chosen per scale group to minimise the squared quantization error: a coarse grid over
+[0.2, 1], then a fine grid around the best coarse point. Scales are stored as fp16, and the search
+scores the fp16-rounded scale so that what is chosen is what is stored.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipelines.quantize.formats import Format
+
+COARSE_ALPHAS = torch.linspace(1.0, 0.2, 17)  # step 0.05
+FINE_OFFSETS = torch.linspace(-0.05, 0.05, 21)  # step 0.005 around the coarse winner
+CHUNK_ELEMENTS = 1 << 18
+FP16_TINY, FP16_MAX = 2.0**-24, 65504.0
+
+
+def _scales(amax: torch.Tensor, alpha: torch.Tensor, qmax: int) -> torch.Tensor:
+    """fp16-representable scales for groups of max `amax` shrunk by `alpha`; never zero."""
+    scale = (amax * alpha / qmax).clamp_(FP16_TINY, FP16_MAX)
+    return scale.half().float()
+
+
+def _fake_quant(x: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
+    return torch.div(x, scale).round_().clamp_(-qmax, qmax).mul_(scale)
+
+
+def _sq_error(x: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
+    err = _fake_quant(x, scale, qmax).sub_(x)
+    return err.mul_(err).sum(-1, keepdim=True)
+
+
+def _search_scales(groups: torch.Tensor, qmax: int) -> torch.Tensor:
+    """MSE-optimal fp16 scale for each row of `groups` [G, n]; shape [G, 1]."""
+    amax = torch.linalg.vector_norm(groups, ord=float("inf"), dim=-1, keepdim=True)
+    best_err = torch.full_like(amax, float("inf"))
+    best_alpha = torch.ones_like(amax)
+    for alpha in COARSE_ALPHAS.tolist():
+        err = _sq_error(groups, _scales(amax, torch.tensor(alpha), qmax), qmax)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_alpha = torch.where(better, alpha, best_alpha)
+    coarse = best_alpha.clone()
+    for offset in FINE_OFFSETS.tolist():
+        alpha = (coarse + offset).clamp_(0.01, 1.0)
+        err = _sq_error(groups, _scales(amax, alpha, qmax), qmax)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_alpha = torch.where(better, alpha, best_alpha)
+    return _scales(amax, best_alpha, qmax)
+
+
+def _groups_view(x: torch.Tensor, fmt: Format) -> torch.Tensor:
+    """[out, in] -> [G, n]: the rows of this view share one scale each."""
+    if fmt.granularity == "tensor":
+        return x.reshape(1, -1)
+    if fmt.granularity == "channel":
+        return x
+    k = fmt.block_size
+    pad = (-x.shape[1]) % k
+    if pad:
+        x = torch.nn.functional.pad(x, (0, pad))
+    return x.reshape(-1, k)
+
+
+def int_scales(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
+    """The calibrated fp16 scales of a [out, in] weight, one per scale group, as float32 [G, 1]."""
+    x = weight.float().reshape(-1, weight.shape[-1])
+    qmax = 2 ** (fmt.precision - 1) - 1
+    groups = _groups_view(x, fmt)
+    if fmt.granularity == "tensor":
+        return _search_scales(groups, qmax)
+    step = max(1, CHUNK_ELEMENTS // groups.shape[1])
+    return torch.cat([_search_scales(groups[i:i + step], qmax)
+                      for i in range(0, groups.shape[0], step)])
+
+
+def quantize_int(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
+    """RTN of `weight` to classic int format `fmt` (groups along the last dim); same dtype."""
+    if fmt.family != "int":
+        raise ValueError(f"{fmt} is not a classic int format")
+    if not bool(torch.isfinite(weight).all()):
+        raise ValueError("weight tensor holds NaN or Inf values; int quantization needs finite weights")
+    n = weight.shape[-1]
+    x = weight.float().reshape(-1, n)
+    qmax = 2 ** (fmt.precision - 1) - 1
+    groups = _groups_view(x, fmt)
+    q = _fake_quant(groups, int_scales(x, fmt), qmax)
+    if fmt.granularity == "group":
+        q = q.reshape(x.shape[0], -1)[:, :n]
+    return q.reshape(weight.shape).to(weight.dtype)

@@ -1,0 +1,1 @@
+"""Versioned knowledge: fitted predictors and laws in the MLflow Model Registry."""
