@@ -1,0 +1,205 @@
+"""The `advisor` command line.
+
+Heavy libraries (torch, transformers) are imported inside the commands that need them, so that
+`advisor --help` and `advisor formats` start in well under a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from pipelines.quantize.formats import GRAMMAR, PRESETS, FormatError, parse_formats
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+class AdvisorError(click.ClickException):
+    """Bad input or an unusable resource: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def friendly_errors(command):
+    """Turn the pipelines' input errors into one-line AdvisorErrors (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from pipelines.corpus import CorpusError
+        from pipelines.model_source import ModelLoadError
+
+        try:
+            return command(*args, **kwargs)
+        except (FormatError, CorpusError, ModelLoadError) as err:
+            raise AdvisorError(str(err)) from None
+        except (ValueError, FloatingPointError) as err:
+            raise AdvisorError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+
+    return wrapper
+
+
+def cache_dir() -> Path:
+    """Where built models and corpora are kept: $PTQ_ADVISOR_CACHE or ~/.cache/ptq-advisor."""
+    return Path(os.environ.get("PTQ_ADVISOR_CACHE", Path.home() / ".cache" / "ptq-advisor"))
+
+
+@click.group()
+@click.version_option(package_name="ptq-advisor")
+def cli():
+    """Predict, measure and recommend post-training-quantized LLM formats.
+
+    Formats follow Xu et al. 2024: mxint4_32, mxfp4_e2m1_32, int4_g128, ... (see `advisor formats`).
+    """
+
+
+@cli.command()
+@click.argument("specs", nargs=-1)
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="List a named preset.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly_errors
+def formats(specs, preset, as_json):
+    """Parse format strings (or a preset) and show what they mean.
+
+    \b
+    Grammar: mxint{P}_{K} | mxfp{P}_e{E}m{M}_{K} | int{P}_tens | int{P}_chan | int{P}_g{K}
+    Examples: advisor formats mxint4_32 mxfp6_e3m2_64
+              advisor formats --preset xu-mx36 --json
+    """
+    items = list(specs) + ([preset] if preset else [])
+    if not items:
+        raise AdvisorError(f"give format strings or --preset. Grammar: {GRAMMAR}; "
+                           f"presets: {', '.join(sorted(PRESETS))}")
+    parsed = parse_formats(items)
+    if as_json:
+        click.echo(json.dumps([f.as_dict() for f in parsed], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("format", "family", "P", "E", "M", "K", "scale", "bits/weight")
+    for f in parsed:
+        scale = "E8M0 / block" if f.is_mx else f"fp16 / {f.granularity}"
+        table.add_row(f.name, f.family, str(f.precision), str(f.exp_bits), str(f.man_bits),
+                      str(f.block_size or "-"), scale, f"{f.bits_per_weight:.4g}")
+    Console(width=120).print(table)
+
+
+def _measure_options(command):
+    options = [
+        click.option("--formats", "formats_spec", default="demo", show_default=True,
+                     help="Comma-separated formats and/or preset names."),
+        click.option("--seq-len", type=click.IntRange(8, 1 << 20), default=None,
+                     help="Tokens per evaluation window [default: model context, capped at 2048]."),
+        click.option("--max-windows", type=click.IntRange(1), default=None,
+                     help="Evaluate this many windows spread evenly over the validation text."),
+        click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
+                     help="Windows per forward pass (memory vs speed; the result is the same)."),
+        click.option("--include-embeddings", is_flag=True, help="Also quantize input embeddings."),
+        click.option("--include-lm-head", is_flag=True, help="Also quantize the output layer."),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _run_measure(model, tokenizer, corpus, model_name, formats_spec, seq_len, max_windows,
+                 batch_size, include_embeddings, include_lm_head, as_json):
+    from pipelines.evaluate_formats import evaluate_formats, fp_bytes, sequence_length
+
+    formats = parse_formats(formats_spec)
+    seq_len = seq_len or sequence_length(model)
+    progress = None if as_json else (lambda m: click.echo(f"  measuring {m}", err=True))
+    fp, windows, results = evaluate_formats(
+        model, tokenizer, corpus, formats, seq_len=seq_len, max_windows=max_windows,
+        batch_size=batch_size, include_embeddings=include_embeddings,
+        include_lm_head=include_lm_head, progress=progress)
+    summary = {
+        "model": model_name, "dataset": corpus.spec, "dataset_digest": corpus.digest,
+        "seq_len": seq_len, "windows": int(windows.input_ids.shape[0]),
+        "tokens": windows.predicted_tokens, "bytes": windows.predicted_bytes, "bos": windows.bos,
+        "fp": {"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte, "bytes": fp_bytes(model)},
+        "variants": [r.as_row() for r in results],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("format", "bits/weight", "weights MB", "SQNR dB", "NLL nats/tok", "ΔNLL",
+                  "bits/byte", title=f"{model_name} on {corpus.spec}: RTN, {summary['windows']} "
+                  f"windows x {seq_len} tokens ({summary['tokens']} predicted)")
+    table.add_row("fp (16-bit)", "16", f"{fp_bytes(model) / 1e6:.3f}", "-", f"{fp.nll:.4f}", "-",
+                  f"{fp.bits_per_byte:.4f}")
+    for r in results:
+        row = r.as_row()
+        table.add_row(r.format.name, f"{r.format.bits_per_weight:.4g}", f"{row['bytes'] / 1e6:.3f}",
+                      f"{row['sqnr_rtn_db']:.2f}", f"{row['nll_rtn']:.4f}",
+                      f"{row['delta_nll']:+.4f}", f"{row['bpb_rtn']:.4f}")
+    Console(width=120).print(table)
+    click.echo(f"D = {results[0].report.quantized_params:,} quantized weights "
+               "(Linear weights of the transformer blocks); unquantized tensors counted at 16 bits.")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--dataset", default=None,
+              help="Text file, folder, or hub id[:config] [default: Salesforce/wikitext:wikitext-2-raw-v1].")
+@click.option("--gguf-file", default=None, help="GGUF file name inside MODEL's folder.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32",
+              show_default=True, help="Evaluation dtype. Quantization computes in float32; in bfloat16, classic-int values are then rounded to bfloat16 (MX values up to 8 bits are exact).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run.")
+@_measure_options
+@friendly_errors
+def measure(model, dataset, gguf_file, dtype, trust_remote_code, **options):
+    """Quantize MODEL (hub id, folder or .gguf) to each format with RTN and measure it.
+
+    Prints NLL (nats/token), bits/byte, SQNR (dB) and weight bytes per format.
+    """
+    from pipelines.corpus import DEFAULT_DATASET, load_corpus
+    from pipelines.model_source import load_model
+
+    parse_formats(options["formats_spec"])  # fail on a typo before any slow load
+    corpus = load_corpus(dataset or DEFAULT_DATASET)
+    net, tokenizer, source = load_model(model, dtype=dtype, gguf_file=gguf_file,
+                                        trust_remote_code=trust_remote_code)
+    _run_measure(net, tokenizer, corpus, model, **options)
+
+
+@cli.command()
+@_measure_options
+@friendly_errors
+def demo(**options):
+    """Run the main job on embedded defaults: a small model built here, measured per format.
+
+    Trains a tiny Llama on CPython's documentation (cached after the first run), then quantizes
+    it to the `demo` preset of formats and prints NLL, bits/byte, SQNR and bytes.
+    """
+    from pipelines.corpus import load_corpus
+    from pipelines.model_source import load_model
+    from pipelines.tiny_model import ensure_tiny_model, python_docs_text
+
+    parse_formats(options["formats_spec"])
+    root = cache_dir()
+    corpus_file = root / "python-docs.txt"
+    if not corpus_file.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        corpus_file.write_text(python_docs_text(), encoding="utf-8")
+    click.echo(f"building the tiny model under {root} (first run trains it for ~1 min)", err=True)
+    corpus = load_corpus(str(corpus_file))
+    folder = ensure_tiny_model(root, text=corpus.train)
+    net, tokenizer, _ = load_model(str(folder))
+    _run_measure(net, tokenizer, corpus, folder.name, **options)
+
+
+def main():  # pragma: no cover - console entry point
+    sys.exit(cli())

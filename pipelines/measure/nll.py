@@ -1,0 +1,68 @@
+"""Negative log-likelihood of a causal LM on evaluation windows, in nats/token and bits/byte.
+
+NLL is the mean next-token cross-entropy over every predicted token, the quantity behind Hugging
+Face's `labels=` loss. Bits per byte divides the total over the UTF-8 bytes those tokens cover,
+the only unit comparable across tokenizers. Cross-entropy runs in float32 whatever the model's
+dtype, and the total is summed in float64 so that batch size does not change the result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pipelines.token_windows import EvalWindows
+
+
+@dataclass(frozen=True)
+class NllResult:
+    """Loss over an evaluation set; `nll` in nats/token, `bits_per_byte` in bits/byte."""
+
+    total_nats: float
+    tokens: int
+    bytes: int
+
+    @property
+    def nll(self) -> float:
+        return self.total_nats / self.tokens
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.total_nats / math.log(2) / self.bytes
+
+
+def _shifted_labels(input_ids: torch.Tensor) -> torch.Tensor:
+    labels = input_ids.roll(-1, dims=1)
+    labels[:, -1] = -100  # the last position predicts nothing inside the window
+    return labels
+
+
+@torch.inference_mode()
+def summed_nll(model, input_ids: torch.Tensor, batch_size: int = 8) -> float:
+    """Total next-token cross-entropy over all windows of `input_ids` [n, L], in nats."""
+    device = next(model.parameters()).device
+    total = 0.0
+    for start in range(0, input_ids.shape[0], batch_size):
+        batch = input_ids[start:start + batch_size].to(device)
+        logits = model(input_ids=batch, use_cache=False).logits
+        labels = _shifted_labels(batch)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                               reduction="sum", ignore_index=-100)
+        total += float(loss.double())
+    return total
+
+
+def evaluate_nll(model, windows: EvalWindows, batch_size: int = 8) -> NllResult:
+    """NLL of `model` on `windows`: nats/token and bits/byte (see module doc)."""
+    was_training = model.training
+    model.eval()
+    try:
+        total = summed_nll(model, windows.input_ids, batch_size)
+    finally:
+        model.train(was_training)
+    if not math.isfinite(total):
+        raise FloatingPointError("the model's loss is not finite (NaN/Inf logits)")
+    return NllResult(total, windows.predicted_tokens, windows.predicted_bytes)
