@@ -22,8 +22,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/advisor demo
 
+# References run from their own source checkouts under bench/.work (never vendored, never
+# installed into .venv); without network, put a checkout of microsoft/microxcaling there by hand.
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -r bench/requirements.txt
+	$(BIN)/pip install --quiet --no-deps --target bench/.work/site -r bench/requirements.txt
+	test -d bench/.work/microxcaling || git clone --depth 1 https://github.com/microsoft/microxcaling bench/.work/microxcaling || true
 	$(BIN)/python bench/bench_quantizer.py --write bench/RESULTS.md
 	$(BIN)/python bench/bench_nll.py --write bench/RESULTS.md
 

@@ -67,16 +67,19 @@ def _groups_view(x: torch.Tensor, fmt: Format) -> torch.Tensor:
     return x.reshape(-1, k)
 
 
-def int_scales(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
-    """The calibrated fp16 scales of a [out, in] weight, one per scale group, as float32 [G, 1]."""
-    x = weight.float().reshape(-1, weight.shape[-1])
-    qmax = 2 ** (fmt.precision - 1) - 1
-    groups = _groups_view(x, fmt)
-    if fmt.granularity == "tensor":
-        return _search_scales(groups, qmax)
+def row_scales(groups: torch.Tensor, precision: int) -> torch.Tensor:
+    """MSE-calibrated fp16 scale for each row of `groups` [G, n] at P bits; float32 [G, 1]."""
+    qmax = 2 ** (precision - 1) - 1
+    groups = groups.float()
     step = max(1, CHUNK_ELEMENTS // groups.shape[1])
     return torch.cat([_search_scales(groups[i:i + step], qmax)
                       for i in range(0, groups.shape[0], step)])
+
+
+def int_scales(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
+    """The calibrated fp16 scales of a [out, in] weight, one per scale group, as float32 [G, 1]."""
+    x = weight.float().reshape(-1, weight.shape[-1])
+    return row_scales(_groups_view(x, fmt), fmt.precision)
 
 
 def quantize_int(weight: torch.Tensor, fmt: Format) -> torch.Tensor:

@@ -1,0 +1,53 @@
+"""RTN with scales held fixed per group of input columns: the quantizer interface GPTQ drives.
+
+GPTQ visits the columns of a [out, in] weight left to right and updates the columns it has not
+reached. A format's scale is therefore fitted when the sweep *enters* its group, from the
+already-updated weights: an MX block's shared exponent, a classic int group's MSE scale. Formats
+whose scale spans the whole row or tensor (int_chan, int_tens) are fitted once, before the sweep.
+The element maths is the same code as plain RTN (`mx.py`, `classic_int.py`): one implementation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipelines.quantize.classic_int import row_scales
+from pipelines.quantize.formats import Format
+from pipelines.quantize.mx import _needs_float64, _quantize_blocks, block_amax, shared_exponents
+
+
+class GroupQuantizer:
+    """Fit scales on a group of columns, then quantize columns of that group with them."""
+
+    def __init__(self, fmt: Format):
+        self.fmt = fmt
+        self.group_size = fmt.block_size if fmt.granularity in ("block", "group") else None
+        self._shared = None  # MX: int32 [out, 1]
+        self._exact = False  # MX: steps leave float32's range -> compute in float64
+        self._scale = None  # classic int: float32 [out, 1] or [1, 1]
+
+    def fit(self, columns: torch.Tensor) -> "GroupQuantizer":
+        """Set the scales from `columns` [out, g] (the whole weight for tensor/channel scales)."""
+        if self.fmt.is_mx:
+            amax = block_amax(columns.float())
+            self._shared = shared_exponents(amax, self.fmt).masked_fill_(amax == 0, 0)
+            self._exact = _needs_float64(self._shared, self.fmt)
+        elif self.fmt.granularity == "tensor":
+            self._scale = row_scales(columns.reshape(1, -1), self.fmt.precision)
+        else:  # per channel, or one group: a scale per row over these columns
+            self._scale = row_scales(columns, self.fmt.precision)
+        return self
+
+    def quantize(self, columns: torch.Tensor) -> torch.Tensor:
+        """RTN of `columns` [out, c] with the fitted scales; float32."""
+        x = columns.float()
+        if self.fmt.is_mx:
+            if self._exact:
+                out = torch.empty_like(x, dtype=torch.float64)
+                _quantize_blocks(x.double(), self._shared, self.fmt, out)
+                return out.float()
+            out = torch.empty_like(x)
+            _quantize_blocks(x, self._shared, self.fmt, out)
+            return out
+        qmax = 2 ** (self.fmt.precision - 1) - 1
+        return torch.div(x, self._scale).round_().clamp_(-qmax, qmax).mul_(self._scale)

@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from pipelines.quantize.formats import parse_format
+from pipelines.quantize.gptq import HessianAccumulator, gptq_layer, gptq_quantize, output_mse
+from pipelines.quantize.gptq_model import apply_gptq
+from pipelines.quantize.group_quantizer import GroupQuantizer
+from pipelines.quantize.rtn import WeightBackup, find_weights, quantize_weight
+from pipelines.token_windows import calibration_windows
+
+FAMILIES = ["mxint4_32", "mxint3_16", "mxfp4_e2m1_32", "mxfp6_e3m2_64", "int4_chan", "int3_g32",
+            "int4_tens"]
+
+
+@pytest.fixture(scope="module")
+def layer():
+    """A random layer whose inputs are correlated, as real activations are."""
+    torch.manual_seed(0)
+    inp = 192
+    weight = torch.randn(96, inp) * 0.05
+    x = torch.randn(2048, inp) @ (torch.randn(inp, inp) / inp**0.5) + 0.05 * torch.randn(2048, inp)
+    acc = HessianAccumulator(inp)
+    for chunk in x.split(500):
+        acc.add_batch(chunk)
+    return weight, acc.H, x
+
+
+def test_hessian_is_twice_the_mean_outer_product(layer):
+    _, H, x = layer
+    assert torch.allclose(H, 2 * x.t() @ x / x.shape[0], rtol=1e-4, atol=1e-5)
+
+
+def test_output_mse_is_the_mean_squared_output_error(layer):
+    weight, H, x = layer
+    delta = torch.randn_like(weight) * 0.01
+    assert output_mse(delta, H) == pytest.approx(float(((x @ delta.t()) ** 2).mean()), rel=1e-4)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_gptq_beats_rtn_on_layer_output_error_for_every_family(layer, name):
+    weight, H, _ = layer
+    fmt = parse_format(name)
+    rtn = output_mse(quantize_weight(weight, fmt) - weight, H)
+    for mode in ("column", "block"):
+        q = gptq_quantize(weight, H, fmt, mx_mode=mode)
+        assert output_mse(q - weight, H) < 0.8 * rtn
+        # every column lies on the format's grid: re-quantizing with the same scales is a no-op
+        if fmt.granularity == "channel":
+            assert torch.equal(GroupQuantizer(fmt).fit(q).quantize(q), q)
+
+
+def test_gptq_output_is_on_the_mx_grid(layer):
+    weight, H, _ = layer
+    fmt = parse_format("mxint4_32")
+    q = gptq_quantize(weight, H, fmt)
+    assert torch.equal(quantize_weight(q, fmt), q)
+
+
+def test_damping_search_is_never_worse_than_the_default(layer):
+    weight, H, _ = layer
+    fmt = parse_format("mxint3_32")
+    fixed = gptq_layer(weight, H, fmt, damp=0.01)
+    searched = gptq_layer(weight, H, fmt, damp=None)
+    assert searched.output_mse <= fixed.output_mse
+    assert searched.damp in (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
+
+
+def test_dead_column_and_zero_block(layer):
+    weight, H, _ = layer
+    H = H.clone()
+    H[5, :] = 0
+    H[:, 5] = 0  # input 5 never fires
+    w = weight.clone()
+    w[:, 32:64] = 0  # a zero MX block
+    for name in ("mxint4_32", "int4_g32", "mxfp4_e2m1_32"):
+        q = gptq_quantize(w, H, parse_format(name))
+        assert torch.isfinite(q).all()
+        assert torch.count_nonzero(q[:, 5]) == 0
+
+
+def test_singular_hessian_gets_more_damping():
+    H = torch.zeros(64, 64)
+    H[0, 0] = 1.0  # rank one: plain damping 0.01 * mean(diag) is tiny but positive
+    w = torch.randn(8, 64)
+    q = gptq_quantize(w, H, parse_format("mxint4_32"))
+    assert torch.isfinite(q).all()
+
+
+@pytest.mark.parametrize("hessians", ["fp", "sequential"])
+def test_model_gptq_beats_rtn_on_calibration_outputs(trained_model_dir, docs_text, hessians):
+    from pipelines.model_source import load_model
+
+    model, tok, _ = load_model(str(trained_model_dir))
+    cal = calibration_windows(tok, docs_text[:200000], 64, n=16, seed=0)
+    targets = find_weights(model)
+    fmt = parse_format("mxint3_32")
+    backup = WeightBackup(targets)
+    report, damps = apply_gptq(model, fmt, cal, hessians=hessians, damp=0.01)
+    assert set(damps) == {t.name for t in targets}
+    assert [layer.name for layer in report.layers] == [t.name for t in targets]
+    # every weight is on the format's grid, and the model comes back exactly
+    assert all(torch.equal(quantize_weight(t.as_out_in(), fmt), t.as_out_in()) for t in targets)
+    assert report.quantized_params == sum(t.param.numel() for t in targets)
+    backup.restore()
+    assert torch.equal(targets[0].param, backup._saved[0][1])
+
+
+def test_gptq_is_deterministic(layer):
+    weight, H, _ = layer
+    fmt = parse_format("mxfp4_e2m1_32")
+    assert torch.equal(gptq_quantize(weight, H, fmt), gptq_quantize(weight, H, fmt))
