@@ -92,62 +92,112 @@ def formats(specs, preset, as_json):
     Console(width=120).print(table)
 
 
-def _measure_options(command):
+def _damping(value: str) -> float | None:
+    if value == "search":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither 'search' nor a number") from None
+
+
+def _measure_options(gptq_default: bool):
     options = [
         click.option("--formats", "formats_spec", default="demo", show_default=True,
                      help="Comma-separated formats and/or preset names."),
+        click.option("--gptq/--no-gptq", default=gptq_default, show_default=True,
+                     help="Also run GPTQ (calibrated on the train split) and measure it."),
         click.option("--seq-len", type=click.IntRange(8, 1 << 20), default=None,
-                     help="Tokens per evaluation window [default: model context, capped at 2048]."),
+                     help="Tokens per window [default: model context, capped at 2048]."),
         click.option("--max-windows", type=click.IntRange(1), default=None,
                      help="Evaluate this many windows spread evenly over the validation text."),
+        click.option("--slope-windows", type=click.IntRange(1), default=8, show_default=True,
+                     help="Windows of the cheaper subset that measures the landscape slope."),
+        click.option("--calibration-size", type=click.IntRange(1), default=128, show_default=True,
+                     help="GPTQ calibration windows drawn from the train split."),
+        click.option("--hessians", type=click.Choice(["fp", "sequential"]), default="fp",
+                     show_default=True, help="GPTQ Hessians from the unquantized network (Xu et "
+                     "al.) or block by block from the quantized one (reference GPTQ)."),
+        click.option("--damp", default="search", show_default=True, metavar="search|FLOAT",
+                     help="GPTQ damping: per-layer grid search by output MSE, or a fixed value."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the calibration sample and the landscape directions."),
         click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
                      help="Windows per forward pass (memory vs speed; the result is the same)."),
         click.option("--include-embeddings", is_flag=True, help="Also quantize input embeddings."),
         click.option("--include-lm-head", is_flag=True, help="Also quantize the output layer."),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
 
 
-def _run_measure(model, tokenizer, corpus, model_name, formats_spec, seq_len, max_windows,
-                 batch_size, include_embeddings, include_lm_head, as_json):
+def _plan(options: dict):
+    from pipelines.evaluate_formats import EvaluationPlan
+    from pipelines.features import FeatureSettings
+
+    seeds = tuple(options["seed"] + i for i in range(3))
+    features = FeatureSettings(slope_seeds=seeds, hessians=options["hessians"],
+                               damp=_damping(options["damp"]), batch_size=options["batch_size"])
+    return EvaluationPlan(
+        seq_len=options["seq_len"], max_windows=options["max_windows"],
+        slope_windows=options["slope_windows"], gptq=options["gptq"],
+        calibration_size=options["calibration_size"], seed=options["seed"],
+        include_embeddings=options["include_embeddings"],
+        include_lm_head=options["include_lm_head"], features=features)
+
+
+def _run_measure(model, tokenizer, corpus, model_name, options):
     from pipelines.evaluate_formats import evaluate_formats, fp_bytes, sequence_length
 
-    formats = parse_formats(formats_spec)
-    seq_len = seq_len or sequence_length(model)
-    progress = None if as_json else (lambda m: click.echo(f"  measuring {m}", err=True))
-    fp, windows, results = evaluate_formats(
-        model, tokenizer, corpus, formats, seq_len=seq_len, max_windows=max_windows,
-        batch_size=batch_size, include_embeddings=include_embeddings,
-        include_lm_head=include_lm_head, progress=progress)
+    formats = parse_formats(options["formats_spec"])
+    plan = _plan(options)
+    seq_len = plan.seq_len or sequence_length(model)
+    progress = None if options["as_json"] else (lambda m: click.echo(f"  measuring {m}", err=True))
+    fp, windows, records = evaluate_formats(model, tokenizer, corpus, formats, plan, progress)
     summary = {
         "model": model_name, "dataset": corpus.spec, "dataset_digest": corpus.digest,
         "seq_len": seq_len, "windows": int(windows.input_ids.shape[0]),
         "tokens": windows.predicted_tokens, "bytes": windows.predicted_bytes, "bos": windows.bos,
         "fp": {"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte, "bytes": fp_bytes(model)},
-        "variants": [r.as_row() for r in results],
+        "variants": records,
     }
-    if as_json:
+    if options["as_json"]:
         click.echo(json.dumps(summary, indent=2))
         return
+    _print_table(summary, plan.gptq, corpus.spec, seq_len)
+
+
+def _print_table(summary, gptq, dataset, seq_len):
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("format", "bits/weight", "weights MB", "SQNR dB", "NLL nats/tok", "ΔNLL",
-                  "bits/byte", title=f"{model_name} on {corpus.spec}: RTN, {summary['windows']} "
-                  f"windows x {seq_len} tokens ({summary['tokens']} predicted)")
-    table.add_row("fp (16-bit)", "16", f"{fp_bytes(model) / 1e6:.3f}", "-", f"{fp.nll:.4f}", "-",
-                  f"{fp.bits_per_byte:.4f}")
-    for r in results:
-        row = r.as_row()
-        table.add_row(r.format.name, f"{r.format.bits_per_weight:.4g}", f"{row['bytes'] / 1e6:.3f}",
-                      f"{row['sqnr_rtn_db']:.2f}", f"{row['nll_rtn']:.4f}",
-                      f"{row['delta_nll']:+.4f}", f"{row['bpb_rtn']:.4f}")
-    Console(width=120).print(table)
-    click.echo(f"D = {results[0].report.quantized_params:,} quantized weights "
-               "(Linear weights of the transformer blocks); unquantized tensors counted at 16 bits.")
+    columns = ["format", "bits/w", "MB", "SQNR rtn", "NLL rtn", "ΔNLL rtn", "slope"]
+    if gptq:
+        columns += ["SQNR gptq", "NLL gptq", "ΔNLL gptq"]
+    columns += ["bits/byte"]
+    fp = summary["fp"]
+    table = Table(*columns, title=f"{summary['model']} on {dataset}: {summary['windows']} windows x "
+                  f"{seq_len} tokens ({summary['tokens']} predicted); NLL in nats/token, SQNR in dB")
+    table.add_row("fp (16-bit)", "16", f"{fp['bytes'] / 1e6:.3f}", "", f"{fp['nll_fp']:.4f}", "", "",
+                  *([""] * 3 if gptq else []), f"{fp['bpb_fp']:.4f}")
+    for r in summary["variants"]:
+        row = [r["format"], f"{r['bits_per_weight']:.4g}", f"{r['bytes'] / 1e6:.3f}",
+               f"{r['sqnr_rtn_db']:.2f}", f"{r['nll_rtn']:.4f}", f"{r['nll_rtn'] - r['nll_fp']:+.4f}",
+               f"{r['slope_rtn']:.2e}"]
+        if gptq:
+            row += [f"{r['sqnr_gptq_db']:.2f}", f"{r['nll_gptq']:.4f}",
+                    f"{r['nll_gptq'] - r['nll_fp']:+.4f}"]
+        row += [f"{r['bpb_gptq' if gptq else 'bpb_rtn']:.4f}"]
+        table.add_row(*row)
+    Console(width=140).print(table)
+    click.echo(f"D = {summary['variants'][0]['quantized_params']:,} quantized weights; unquantized "
+               "tensors counted at 16 bits; slope = -dNLL/dSNR at SQNR_rtn (nats/dB); bits/byte "
+               f"of {'GPTQ' if gptq else 'RTN'}.")
 
 
 @cli.command()
@@ -158,37 +208,40 @@ def _run_measure(model, tokenizer, corpus, model_name, formats_spec, seq_len, ma
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32",
               show_default=True, help="Evaluation dtype. Quantization computes in float32; in bfloat16, classic-int values are then rounded to bfloat16 (MX values up to 8 bits are exact).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run.")
-@_measure_options
+@_measure_options(gptq_default=False)
 @friendly_errors
 def measure(model, dataset, gguf_file, dtype, trust_remote_code, **options):
-    """Quantize MODEL (hub id, folder or .gguf) to each format with RTN and measure it.
+    """Quantize MODEL (hub id, folder or .gguf) to each format and measure it.
 
-    Prints NLL (nats/token), bits/byte, SQNR (dB) and weight bytes per format.
+    Per format: weight bytes, SQNR (dB), NLL (nats/token) and bits/byte after RTN, the
+    loss-landscape slope at the RTN point, and with --gptq the same after GPTQ.
     """
     from pipelines.corpus import DEFAULT_DATASET, load_corpus
     from pipelines.model_source import load_model
 
     parse_formats(options["formats_spec"])  # fail on a typo before any slow load
+    _damping(options["damp"])
     corpus = load_corpus(dataset or DEFAULT_DATASET)
     net, tokenizer, source = load_model(model, dtype=dtype, gguf_file=gguf_file,
                                         trust_remote_code=trust_remote_code)
-    _run_measure(net, tokenizer, corpus, model, **options)
+    _run_measure(net, tokenizer, corpus, model, options)
 
 
 @cli.command()
-@_measure_options
+@_measure_options(gptq_default=True)
 @friendly_errors
 def demo(**options):
     """Run the main job on embedded defaults: a small model built here, measured per format.
 
     Trains a tiny Llama on CPython's documentation (cached after the first run), then quantizes
-    it to the `demo` preset of formats and prints NLL, bits/byte, SQNR and bytes.
+    it to the `demo` preset of formats with RTN and GPTQ and prints the feature record of each.
     """
     from pipelines.corpus import load_corpus
     from pipelines.model_source import load_model
     from pipelines.tiny_model import ensure_tiny_model, python_docs_text
 
     parse_formats(options["formats_spec"])
+    _damping(options["damp"])
     root = cache_dir()
     corpus_file = root / "python-docs.txt"
     if not corpus_file.exists():
@@ -198,7 +251,7 @@ def demo(**options):
     corpus = load_corpus(str(corpus_file))
     folder = ensure_tiny_model(root, text=corpus.train)
     net, tokenizer, _ = load_model(str(folder))
-    _run_measure(net, tokenizer, corpus, folder.name, **options)
+    _run_measure(net, tokenizer, corpus, folder.name, options)
 
 
 def main():  # pragma: no cover - console entry point

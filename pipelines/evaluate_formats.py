@@ -1,42 +1,36 @@
-"""Quantize one model to several formats with RTN and measure each: NLL, bits/byte, SQNR, bytes.
+"""Quantize one model to several formats and measure each: the feature record per format.
 
 The demo slice of the product and the measuring step of later sweeps: the fp model is evaluated
-once, then each format is applied in place, measured, and undone exactly.
+once, then each format is applied (RTN, and GPTQ when asked), measured, and undone exactly.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from pipelines.corpus import Corpus
+from pipelines.features import FeatureSettings, measure_variant
 from pipelines.measure.nll import NllResult, evaluate_nll
 from pipelines.quantize.formats import Format
-from pipelines.quantize.rtn import QuantizationReport, count_params, find_weights, rtn_quantized
-from pipelines.token_windows import EvalWindows, evaluation_windows
+from pipelines.quantize.rtn import count_params, find_weights
+from pipelines.token_windows import EvalWindows, calibration_windows, evaluation_windows
 
 DEFAULT_MAX_SEQ_LEN = 2048
 
 
 @dataclass(frozen=True)
-class VariantResult:
-    """One (format, method) variant of a model, measured."""
+class EvaluationPlan:
+    """What to measure beyond RTN, and on how much data."""
 
-    format: Format
-    method: str
-    report: QuantizationReport
-    loss: NllResult
-    nll_fp: float
-    seconds: float
-
-    def as_row(self) -> dict:
-        """Flat record with the project's shared metric names (nats/token, bits/byte, dB, bytes)."""
-        return {"format": self.format.name, "method": self.method,
-                "bits_per_weight": self.format.bits_per_weight,
-                "quantized_params": self.report.quantized_params,
-                "bytes": self.report.total_bytes, f"sqnr_{self.method}_db": self.report.sqnr_db,
-                f"nll_{self.method}": self.loss.nll, f"bpb_{self.method}": self.loss.bits_per_byte,
-                "delta_nll": self.loss.nll - self.nll_fp, "seconds": self.seconds}
+    seq_len: int | None = None  # None: the model's context, capped at DEFAULT_MAX_SEQ_LEN
+    max_windows: int | None = None  # evaluation windows (None: the whole validation split)
+    slope_windows: int = 8  # the landscape slope's cheaper evaluation subset
+    gptq: bool = False
+    calibration_size: int = 128  # Xu et al.: 128 sequences from the training split
+    seed: int = 0
+    include_embeddings: bool = False
+    include_lm_head: bool = False
+    features: FeatureSettings = FeatureSettings()
 
 
 def model_context(model) -> int | None:
@@ -54,30 +48,34 @@ def sequence_length(model, cap: int = DEFAULT_MAX_SEQ_LEN) -> int:
     return min(context, cap) if context else cap
 
 
-def evaluate_formats(model, tokenizer, corpus: Corpus, formats: list[Format], *,
-                     seq_len: int | None = None, max_windows: int | None = None,
-                     batch_size: int = 8, include_embeddings: bool = False,
-                     include_lm_head: bool = False, progress=None):
-    """(fp NllResult, EvalWindows, [VariantResult]) for RTN to each of `formats`.
+def evaluate_formats(model, tokenizer, corpus: Corpus, formats: list[Format],
+                     plan: EvaluationPlan = EvaluationPlan(), progress=None):
+    """(fp NllResult, EvalWindows, [feature record per format]); see `features.measure_variant`.
 
     `progress(message)` is called before each step when given.
     """
-    seq_len = seq_len or sequence_length(model)
-    windows: EvalWindows = evaluation_windows(tokenizer, corpus.validation, seq_len,
-                                              max_windows=max_windows)
     say = progress or (lambda message: None)
-    say(f"fp: {windows.input_ids.shape[0]} windows x {seq_len} tokens")
-    fp = evaluate_nll(model, windows, batch_size)
-    targets = find_weights(model, include_embeddings=include_embeddings,
-                           include_lm_head=include_lm_head)
-    results = []
+    seq_len = plan.seq_len or sequence_length(model)
+    windows: EvalWindows = evaluation_windows(tokenizer, corpus.validation, seq_len,
+                                              max_windows=plan.max_windows)
+    n = windows.input_ids.shape[0]
+    subset = min(plan.slope_windows, n)
+    slope_windows = evaluation_windows(tokenizer, corpus.validation, seq_len, max_windows=subset)
+    calibration = None
+    if plan.gptq:
+        calibration = calibration_windows(tokenizer, corpus.train, seq_len, plan.calibration_size,
+                                          seed=plan.seed)
+    say(f"fp: {n} windows x {seq_len} tokens")
+    settings = plan.features
+    fp: NllResult = evaluate_nll(model, windows, settings.batch_size)
+    targets = find_weights(model, include_embeddings=plan.include_embeddings,
+                           include_lm_head=plan.include_lm_head)
+    records = []
     for fmt in formats:
-        say(f"{fmt.name}: rtn")
-        start = time.perf_counter()
-        with rtn_quantized(model, fmt, targets) as report:
-            loss = evaluate_nll(model, windows, batch_size)
-        results.append(VariantResult(fmt, "rtn", report, loss, fp.nll, time.perf_counter() - start))
-    return fp, windows, results
+        say(f"{fmt.name}: rtn, slope" + (", gptq" if plan.gptq else ""))
+        records.append(measure_variant(model, fmt, windows, slope_windows, fp=fp,
+                                       calibration=calibration, settings=settings, targets=targets))
+    return fp, windows, records
 
 
 def fp_bytes(model, rest_bits: int = 16) -> float:

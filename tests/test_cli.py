@@ -56,15 +56,15 @@ def test_measure_a_local_model_as_json(trained_model_dir, corpus_file):
     assert data["windows"] == 3 and data["seq_len"] == 64 and data["tokens"] == 3 * 63
     assert [v["format"] for v in data["variants"]] == ["mxint4_32", "int8_chan"]
     mx4, int8 = data["variants"]
-    assert mx4["sqnr_rtn_db"] < int8["sqnr_rtn_db"]
-    assert abs(int8["delta_nll"]) < 0.01 < mx4["delta_nll"] + 0.01
+    assert mx4["sqnr_rtn_db"] < int8["sqnr_rtn_db"] and mx4["slope_rtn"] > 0
+    assert abs(int8["nll_rtn"] - int8["nll_fp"]) < 0.01
     assert mx4["bytes"] < int8["bytes"] < data["fp"]["bytes"]
     assert mx4["bpb_rtn"] > 0 and data["fp"]["nll_fp"] > 0
 
 
 def test_demo_runs_on_embedded_defaults():
-    result = CliRunner().invoke(cli, ["demo", "--formats", "mxint4_32,mxfp4_e2m1_32",
-                                      "--max-windows", "2"])
+    result = CliRunner().invoke(cli, ["demo", "--formats", "mxint4_32,mxfp4_e2m1_32", "--damp", "0.01",
+                                      "--max-windows", "2", "--calibration-size", "8"])
     assert result.exit_code == 0, result.output
     assert "mxfp4_e2m1_32" in result.stdout and "fp (16-bit)" in result.stdout
-    assert "SQNR dB" in result.stdout
+    assert "SQNR gptq" in result.stdout and "ΔNLL gptq" in result.stdout
