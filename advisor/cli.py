@@ -111,7 +111,7 @@ def _measure_options(gptq_default: bool):
                      help="Tokens per window [default: model context, capped at 2048]."),
         click.option("--max-windows", type=click.IntRange(1), default=None,
                      help="Evaluate this many windows spread evenly over the validation text."),
-        click.option("--slope-windows", type=click.IntRange(1), default=8, show_default=True,
+        click.option("--slope-windows", type=click.IntRange(1), default=2, show_default=True,
                      help="Windows of the cheaper subset that measures the landscape slope."),
         click.option("--calibration-size", type=click.IntRange(1), default=128, show_default=True,
                      help="GPTQ calibration windows drawn from the train split."),

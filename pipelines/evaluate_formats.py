@@ -24,7 +24,7 @@ class EvaluationPlan:
 
     seq_len: int | None = None  # None: the model's context, capped at DEFAULT_MAX_SEQ_LEN
     max_windows: int | None = None  # evaluation windows (None: the whole validation split)
-    slope_windows: int = 8  # the landscape slope's cheaper evaluation subset
+    slope_windows: int = 2  # the landscape slope's cheaper evaluation subset
     gptq: bool = False
     calibration_size: int = 128  # Xu et al.: 128 sequences from the training split
     seed: int = 0

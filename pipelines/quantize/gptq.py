@@ -20,6 +20,7 @@ output error on the calibration data: tr(ΔW H ΔWᵀ) / (2·out) = mean over to
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -75,46 +76,70 @@ class GPTQResult:
     output_mse: float
 
 
+def _inner_size(group: int | None, step: int) -> int:
+    """Columns per inner lazy block: rank-1 updates stay inside it (see gptq_quantize)."""
+    if group is None:
+        return 32
+    if group % 32 == 0:
+        return 32 if step == 1 else group
+    return group * -(-32 // group)
+
+
 def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, fmt: Format, *, damp: float = 0.01,
                   blocksize: int = 128, mx_mode: str = "column") -> torch.Tensor:
-    """GPTQ of `weight` [out, in] to `fmt` with Hessian `H` [in, in]; returns Q (float32)."""
+    """GPTQ of `weight` [out, in] to `fmt` with Hessian `H` [in, in]; returns Q (float32).
+
+    Lazy updates on two levels: rank-1 updates touch only the current inner block of ~32
+    columns; a matmul carries an inner block's errors to the rest of its lazy block, and another
+    a lazy block's errors to the rest of the matrix. Same arithmetic as the reference, reordered.
+    The sweep runs on Wᵀ so that a weight column is a contiguous row. A group's scales are fitted
+    when the sweep enters it; group starts are inner-block starts or inside the current inner
+    block, so the fit always sees fully updated weights.
+    """
     if mx_mode not in ("column", "block"):
         raise ValueError(f"mx_mode must be 'column' or 'block', not {mx_mode!r}")
-    W = weight.detach().float().clone()
+    WT = weight.detach().float().t().contiguous()  # row c = weight column c
     H = H.float().clone()
-    columns = W.shape[1]
+    columns = WT.shape[0]
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
-    W[:, dead] = 0.0
+    WT[dead] = 0.0
     quantizer = GroupQuantizer(fmt)
     group = quantizer.group_size
     if group is None:
-        quantizer.fit(W)
-    else:
-        blocksize = -(-max(blocksize, group) // group) * group
+        quantizer.fit(WT.t())
     joint = fmt.is_mx and mx_mode == "block"
+    step = group if joint else 1
+    inner = _inner_size(group, step)
+    unit = math.lcm(group or 1, inner)
+    blocksize = -(-max(blocksize, unit) // unit) * unit
     U = _inverse_cholesky(H, damp)
-    Q = torch.zeros_like(W)
+    QT = torch.zeros_like(WT)
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
-        W1 = W[:, i1:i2].clone()
+        B = WT[i1:i2]  # updated in place: these columns are consumed by this block
         U1 = U[i1:i2, i1:i2]
-        Err1 = torch.zeros_like(W1)
-        step = group if joint else 1
-        for i in range(0, i2 - i1, step):
-            if group is not None and i % group == 0:
-                quantizer.fit(W1[:, i:i + group])
-            j = min(i + step, i2 - i1)
-            q = quantizer.quantize(W1[:, i:j])
-            Q[:, i1 + i:i1 + j] = q
-            if joint:  # the whole MX block at once: E = (W_b − Q_b) U_bb⁻¹
-                err = torch.linalg.solve_triangular(U1[i:j, i:j], W1[:, i:j] - q, upper=True, left=False)
-            else:
-                err = (W1[:, i:j] - q) / U1[i, i]
-            W1[:, j:] -= err @ U1[i:j, j:]
-            Err1[:, i:j] = err
-        W[:, i2:] -= Err1 @ U[i1:i2, i2:]
-    return Q
+        inv_diag = 1.0 / torch.diagonal(U1)
+        ErrT = torch.empty_like(B)
+        for i0 in range(0, i2 - i1, inner):
+            e0 = min(i0 + inner, i2 - i1)
+            for i in range(i0, e0, step):
+                if group is not None and i % group == 0:
+                    quantizer.fit(B[i:i + group].t())
+                j = min(i + step, e0)
+                q = quantizer.quantize(B[i:j].t()).t()
+                QT[i1 + i:i1 + j] = q
+                if joint:  # the MX block at once: Eᵀ = U_bb⁻ᵀ (W_b − Q_b)ᵀ
+                    err = torch.linalg.solve_triangular(U1[i:j, i:j].t(), B[i:j] - q, upper=False)
+                    B[j:e0].addmm_(U1[i:j, j:e0].t(), err, alpha=-1)
+                else:
+                    err = q[0].sub_(B[i]).mul_(-inv_diag[i])  # (w − q) / U_ii
+                    B[j:e0].addr_(U1[i, j:e0], err, alpha=-1)
+                    err = err[None]
+                ErrT[i:j] = err
+            B[e0:].addmm_(U1[i0:e0, e0:].t(), ErrT[i0:e0], alpha=-1)
+        WT[i2:].addmm_(U[i1:i2, i2:].t(), ErrT, alpha=-1)
+    return QT.t()
 
 
 def gptq_layer(weight: torch.Tensor, H: torch.Tensor, fmt: Format, *, damp: float | None = 0.01,

@@ -13,7 +13,8 @@ import torch
 
 from pipelines.quantize.classic_int import row_scales
 from pipelines.quantize.formats import Format
-from pipelines.quantize.mx import _needs_float64, _quantize_blocks, block_amax, shared_exponents
+from pipelines.quantize.mx import (_needs_float64, _quantize_blocks, block_amax, block_scales,
+                                   shared_exponents)
 
 
 class GroupQuantizer:
@@ -22,16 +23,16 @@ class GroupQuantizer:
     def __init__(self, fmt: Format):
         self.fmt = fmt
         self.group_size = fmt.block_size if fmt.granularity in ("block", "group") else None
-        self._shared = None  # MX: int32 [out, 1]
-        self._exact = False  # MX: steps leave float32's range -> compute in float64
+        self._mx = None  # MX: BlockScales of the current group, [out, 1]
         self._scale = None  # classic int: float32 [out, 1] or [1, 1]
 
     def fit(self, columns: torch.Tensor) -> "GroupQuantizer":
         """Set the scales from `columns` [out, g] (the whole weight for tensor/channel scales)."""
         if self.fmt.is_mx:
             amax = block_amax(columns.float())
-            self._shared = shared_exponents(amax, self.fmt).masked_fill_(amax == 0, 0)
-            self._exact = _needs_float64(self._shared, self.fmt)
+            shared = shared_exponents(amax, self.fmt).masked_fill_(amax == 0, 0)
+            dtype = torch.float64 if _needs_float64(shared, self.fmt) else torch.float32
+            self._mx = block_scales(shared, self.fmt, dtype)
         elif self.fmt.granularity == "tensor":
             self._scale = row_scales(columns.reshape(1, -1), self.fmt.precision)
         else:  # per channel, or one group: a scale per row over these columns
@@ -42,12 +43,9 @@ class GroupQuantizer:
         """RTN of `columns` [out, c] with the fitted scales; float32."""
         x = columns.float()
         if self.fmt.is_mx:
-            if self._exact:
-                out = torch.empty_like(x, dtype=torch.float64)
-                _quantize_blocks(x.double(), self._shared, self.fmt, out)
-                return out.float()
+            x = x.to(self._mx.dtype)
             out = torch.empty_like(x)
-            _quantize_blocks(x, self._shared, self.fmt, out)
-            return out
+            _quantize_blocks(x, self._mx, self.fmt, out)
+            return out.float()
         qmax = 2 ** (self.fmt.precision - 1) - 1
         return torch.div(x, self._scale).round_().clamp_(-qmax, qmax).mul_(self._scale)

@@ -14,6 +14,8 @@ tiny or huge that a step would leave float32's normal range take an exact float6
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from pipelines.quantize.formats import Format
@@ -54,31 +56,51 @@ def shared_exponents(amax: torch.Tensor, fmt: Format) -> torch.Tensor:
     return (exp - fmt.element.emax).clamp_(E8M0_MIN, E8M0_MAX)
 
 
-def _quantize_blocks(blocks: torch.Tensor, shared: torch.Tensor, fmt: Format,
+@dataclass(frozen=True)
+class BlockScales:
+    """Per-block constants of the element rounding, precomputed once per set of blocks."""
+
+    dtype: torch.dtype  # float32, or float64 for blocks outside float32's normal range
+    step: torch.Tensor | None = None  # int: 2^(S-(P-2)), [..., 1]
+    inverse: torch.Tensor | None = None  # int: its reciprocal
+    lowest: torch.Tensor | None = None  # fp: biased exponent S + emin (subnormal floor)
+    bound: torch.Tensor | None = None  # fp: max_normal * 2^S
+
+
+def block_scales(shared: torch.Tensor, fmt: Format, dtype: torch.dtype = torch.float32) -> BlockScales:
+    """The rounding constants of blocks with shared exponents `shared` [..., 1]."""
+    el = fmt.element
+    if el.kind == "int":
+        step_exp = shared - (el.precision - 2)
+        return BlockScales(dtype, step=_pow2(step_exp, dtype), inverse=_pow2(-step_exp, dtype))
+    bias, itype = (1023, torch.int64) if dtype == torch.float64 else (127, torch.int32)
+    return BlockScales(dtype, lowest=(shared + (el.emin + bias)).to(itype),
+                       bound=_pow2(shared, dtype) * el.max_normal)
+
+
+def _quantize_blocks(blocks: torch.Tensor, scales: BlockScales, fmt: Format,
                      out: torch.Tensor) -> None:
-    """RTN of blocks [..., K] given shared exponents [..., 1], written into `out` (same dtype)."""
+    """RTN of blocks [..., K] with their precomputed scales, written into `out` (same dtype)."""
     el = fmt.element
     dtype = blocks.dtype
     if el.kind == "int":
-        step_exp = shared - (el.precision - 2)
         limit = float(2 ** (el.precision - 1) - 1)
-        torch.mul(blocks, _pow2(-step_exp, dtype), out=out)
-        out.round_().clamp_(-limit, limit).mul_(_pow2(step_exp, dtype))
+        torch.mul(blocks, scales.inverse, out=out)
+        out.round_().clamp_(-limit, limit).mul_(scales.step)
         return
     bias, shift, itype = (1023, 52, torch.int64) if dtype == torch.float64 else (127, 23, torch.int32)
     # Per element: exponent p = max(floor(log2|x|), S + emin); step 2^(p - M). Everything below
     # runs in place on two integer scratch tensors: this loop is memory-bound.
     step = torch.bitwise_right_shift(blocks.view(itype), shift)
     step.bitwise_and_(0x7FF if dtype == torch.float64 else 0xFF)
-    torch.maximum(step, (shared + (el.emin + bias)).to(itype), out=step)
+    torch.maximum(step, scales.lowest, out=step)
     step.sub_(el.man_bits)  # biased exponent of the step
     inverse = torch.mul(step, -1).add_(2 * bias).bitwise_left_shift_(shift)
     step.bitwise_left_shift_(shift)
     torch.mul(blocks, inverse.view(dtype), out=out)
     out.round_().mul_(step.view(dtype))
-    bound = _pow2(shared, dtype) * el.max_normal
-    torch.minimum(out, bound, out=out)
-    torch.maximum(out, bound.neg_(), out=out)
+    torch.minimum(out, scales.bound, out=out)
+    torch.maximum(out, -scales.bound, out=out)
 
 
 def _needs_float64(shared: torch.Tensor, fmt: Format) -> bool:
@@ -113,7 +135,7 @@ def quantize_mx(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
             blocks = blocks.double()
         in_place = direct and blocks.dtype == torch.float32
         dst = out[start:start + chunk_rows] if in_place else torch.empty_like(blocks)
-        _quantize_blocks(blocks, shared, fmt, dst.view(blocks.shape))
+        _quantize_blocks(blocks, block_scales(shared, fmt, blocks.dtype), fmt, dst.view(blocks.shape))
         if not in_place:
             out[start:start + chunk_rows] = dst.reshape(x.shape[0], -1)[:, :n]
     return out.reshape(weight.shape)
