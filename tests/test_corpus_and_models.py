@@ -66,3 +66,19 @@ def test_unreachable_hub_model_is_one_clear_line():
         load_model("no-such-org/no-such-model")
     assert "Offline? pass a local folder or a .gguf file" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_gguf_file_loads_with_the_same_logits(trained_model_dir, tmp_path):
+    import torch
+
+    from tests.gguf_file import write_llama_gguf
+
+    model, tok, _ = load_model(str(trained_model_dir))
+    path = write_llama_gguf(model, trained_model_dir, tmp_path / "tiny.gguf")
+    gguf_model, gguf_tok, source = load_model(str(path))
+    assert (source.kind, source.gguf_file) == ("gguf", "tiny.gguf") and len(source.fingerprint) == 64
+    ids = torch.tensor([tok("def f(x): return x + 1", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        a, b = model(input_ids=ids).logits, gguf_model(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-4)
+    assert gguf_tok.decode(gguf_tok("hello world", add_special_tokens=False)["input_ids"]) == "hello world"

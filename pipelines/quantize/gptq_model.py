@@ -17,7 +17,7 @@ from torch import nn
 
 from pipelines.quantize.formats import Format
 from pipelines.quantize.gptq import DAMP_GRID, HessianAccumulator, gptq_layer
-from pipelines.quantize.rtn import (LayerStats, QuantizationReport, WeightTarget, _block_list,
+from pipelines.quantize.rtn import (LayerStats, QuantizationReport, WeightTarget, transformer_blocks,
                                     count_params, find_weights)
 
 
@@ -77,11 +77,7 @@ def _quantize_targets(targets, hessians, fmt, report, **gptq_options) -> dict[st
             w = target.as_out_in()
             result = gptq_layer(w, hessians[target.name].H, fmt, **gptq_options)
             q = result.weight.to(w.dtype)
-            diff = q.double() - w.double()
-            report.layers.append(LayerStats(
-                name=target.name, out_features=w.shape[0], in_features=w.shape[1],
-                signal_sq=float(w.double().square().sum()), noise_sq=float(diff.square().sum()),
-                storage_bytes=fmt.storage_bytes(w.shape[0], w.shape[1])))
+            report.layers.append(LayerStats.of(target.name, w, q, fmt))
             w.copy_(q)
             damps[target.name] = result.damp
     return damps
@@ -93,7 +89,7 @@ class _StopForward(Exception):
 
 def _sequential(model, targets, fmt, calibration, batch_size, report, **gptq_options):
     """Block by block: capture the first block's inputs, then run each block on its own."""
-    blocks = _block_list(model)
+    blocks = transformer_blocks(model)
     captured: list[tuple[tuple, dict]] = []
 
     def catch(module, args, kwargs):

@@ -13,7 +13,7 @@ import torch
 
 from pipelines.quantize.classic_int import row_scales
 from pipelines.quantize.formats import Format
-from pipelines.quantize.mx import (_needs_float64, _quantize_blocks, block_amax, block_scales,
+from pipelines.quantize.mx import (block_amax, block_scales, needs_float64, quantize_blocks,
                                    shared_exponents)
 
 
@@ -31,7 +31,7 @@ class GroupQuantizer:
         if self.fmt.is_mx:
             amax = block_amax(columns.float())
             shared = shared_exponents(amax, self.fmt).masked_fill_(amax == 0, 0)
-            dtype = torch.float64 if _needs_float64(shared, self.fmt) else torch.float32
+            dtype = torch.float64 if needs_float64(shared, self.fmt) else torch.float32
             self._mx = block_scales(shared, self.fmt, dtype)
         elif self.fmt.granularity == "tensor":
             self._scale = row_scales(columns.reshape(1, -1), self.fmt.precision)
@@ -45,7 +45,7 @@ class GroupQuantizer:
         if self.fmt.is_mx:
             x = x.to(self._mx.dtype)
             out = torch.empty_like(x)
-            _quantize_blocks(x, self._mx, self.fmt, out)
+            quantize_blocks(x, self._mx, self.fmt, out)
             return out.float()
         qmax = 2 ** (self.fmt.precision - 1) - 1
         return torch.div(x, self._scale).round_().clamp_(-qmax, qmax).mul_(self._scale)

@@ -78,7 +78,7 @@ def block_scales(shared: torch.Tensor, fmt: Format, dtype: torch.dtype = torch.f
                        bound=_pow2(shared, dtype) * el.max_normal)
 
 
-def _quantize_blocks(blocks: torch.Tensor, scales: BlockScales, fmt: Format,
+def quantize_blocks(blocks: torch.Tensor, scales: BlockScales, fmt: Format,
                      out: torch.Tensor) -> None:
     """RTN of blocks [..., K] with their precomputed scales, written into `out` (same dtype)."""
     el = fmt.element
@@ -103,7 +103,7 @@ def _quantize_blocks(blocks: torch.Tensor, scales: BlockScales, fmt: Format,
     torch.maximum(out, -scales.bound, out=out)
 
 
-def _needs_float64(shared: torch.Tensor, fmt: Format) -> bool:
+def needs_float64(shared: torch.Tensor, fmt: Format) -> bool:
     """True when some step or inverse step of these blocks leaves float32's normal range."""
     el = fmt.element
     low = el.emin - el.man_bits if el.kind == "fp" else -(el.precision - 2)
@@ -131,11 +131,11 @@ def quantize_mx(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
         amax = block_amax(blocks)
         # A zero block stays zero under any scale: give it S = 0 so it never forces float64.
         shared = shared_exponents(amax, fmt).masked_fill_(amax == 0, 0)
-        if _needs_float64(shared, fmt):
+        if needs_float64(shared, fmt):
             blocks = blocks.double()
         in_place = direct and blocks.dtype == torch.float32
         dst = out[start:start + chunk_rows] if in_place else torch.empty_like(blocks)
-        _quantize_blocks(blocks, block_scales(shared, fmt, blocks.dtype), fmt, dst.view(blocks.shape))
+        quantize_blocks(blocks, block_scales(shared, fmt, blocks.dtype), fmt, dst.view(blocks.shape))
         if not in_place:
             out[start:start + chunk_rows] = dst.reshape(x.shape[0], -1)[:, :n]
     return out.reshape(weight.shape)

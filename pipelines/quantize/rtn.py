@@ -40,7 +40,8 @@ class WeightTarget:
         return w if self.input_axis == 1 else w.t()
 
 
-def _block_list(model: nn.Module) -> nn.ModuleList | None:
+def transformer_blocks(model: nn.Module) -> nn.ModuleList | None:
+    """The model's largest ModuleList of same-class modules: its transformer blocks (or None)."""
     best = None
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) > 0:
@@ -57,7 +58,7 @@ def _is_linear(module: nn.Module) -> bool:
 def find_weights(model: nn.Module, *, include_embeddings: bool = False,
                  include_lm_head: bool = False) -> list[WeightTarget]:
     """The weights RTN/GPTQ quantize, in module order, each shared tensor once."""
-    blocks = _block_list(model)
+    blocks = transformer_blocks(model)
     if blocks is None:
         raise ValueError("found no transformer block list (nn.ModuleList) in the model")
     inside = {id(m) for m in blocks.modules()}
@@ -94,6 +95,13 @@ class LayerStats:
     signal_sq: float
     noise_sq: float
     storage_bytes: float
+
+    @classmethod
+    def of(cls, name: str, weight: torch.Tensor, quantized: torch.Tensor, fmt: Format) -> "LayerStats":
+        """Stats of replacing an [out, in] `weight` by `quantized` in format `fmt`."""
+        w = weight.double()
+        return cls(name, w.shape[0], w.shape[1], float(w.square().sum()),
+                   float((quantized.double() - w).square().sum()), fmt.storage_bytes(*w.shape))
 
     @property
     def numel(self) -> int:
@@ -166,11 +174,7 @@ def apply_rtn(model: nn.Module, fmt: Format, targets: list[WeightTarget] | None 
     for target in targets:
         w = target.as_out_in()
         q = quantize_weight(w, fmt)
-        diff = q.double() - w.double()
-        report.layers.append(LayerStats(
-            name=target.name, out_features=w.shape[0], in_features=w.shape[1],
-            signal_sq=float(w.double().square().sum()), noise_sq=float(diff.square().sum()),
-            storage_bytes=fmt.storage_bytes(w.shape[0], w.shape[1])))
+        report.layers.append(LayerStats.of(target.name, w, q, fmt))
         w.copy_(q)
     return report
 
