@@ -68,3 +68,13 @@ def test_demo_runs_on_embedded_defaults():
     assert result.exit_code == 0, result.output
     assert "mxfp4_e2m1_32" in result.stdout and "fp (16-bit)" in result.stdout
     assert "SQNR gptq" in result.stdout and "ΔNLL gptq" in result.stdout
+
+
+def test_the_cli_starts_without_heavy_imports():
+    import subprocess
+    import sys
+
+    code = ("import sys; from advisor.cli import cli; "
+            "print(sorted(m for m in ('torch', 'transformers', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from pipelines.token_windows import EvalWindows
 
+CE_CHUNK_ROWS = 256
+
 
 @dataclass(frozen=True)
 class NllResult:
@@ -48,10 +50,14 @@ def summed_nll(model, input_ids: torch.Tensor, batch_size: int = 8) -> float:
     for start in range(0, input_ids.shape[0], batch_size):
         batch = input_ids[start:start + batch_size].to(device)
         logits = model(input_ids=batch, use_cache=False).logits
-        labels = _shifted_labels(batch)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                               reduction="sum", ignore_index=-100)
-        total += float(loss.double())
+        logits = logits.reshape(-1, logits.shape[-1])
+        labels = _shifted_labels(batch).reshape(-1)
+        # Row chunks keep log-softmax's temporary (and a bf16 model's float32 copy) in cache
+        # instead of a fresh tensor the size of all logits.
+        for row in range(0, logits.shape[0], CE_CHUNK_ROWS):
+            loss = F.cross_entropy(logits[row:row + CE_CHUNK_ROWS].float(),
+                                   labels[row:row + CE_CHUNK_ROWS], reduction="sum", ignore_index=-100)
+            total += float(loss.double())
     return total
 
 
