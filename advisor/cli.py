@@ -107,8 +107,8 @@ def _measure_options(gptq_default: bool):
                      help="Comma-separated formats and/or preset names."),
         click.option("--gptq/--no-gptq", default=gptq_default, show_default=True,
                      help="Also run GPTQ (calibrated on the train split) and measure it."),
-        click.option("--seq-len", type=click.IntRange(8, 1 << 20), default=None,
-                     help="Tokens per window [default: model context, capped at 2048]."),
+        click.option("--seq-len", type=click.IntRange(0, 1 << 20), default=None,
+                     help="Tokens per window; 0 = model context, capped at 2048 [default: 0]."),
         click.option("--max-windows", type=click.IntRange(1), default=None,
                      help="Evaluate this many windows spread evenly over the validation text."),
         click.option("--slope-windows", type=click.IntRange(1), default=2, show_default=True,
@@ -156,7 +156,7 @@ def _run_measure(model, tokenizer, corpus, model_name, options):
 
     formats = parse_formats(options["formats_spec"])
     plan = _plan(options)
-    seq_len = plan.seq_len or sequence_length(model)
+    seq_len = sequence_length(model, plan.seq_len)
     progress = None if options["as_json"] else (lambda m: click.echo(f"  measuring {m}", err=True))
     fp, windows, records = evaluate_formats(model, tokenizer, corpus, formats, plan, progress)
     summary = {
@@ -164,7 +164,7 @@ def _run_measure(model, tokenizer, corpus, model_name, options):
         "seq_len": seq_len, "windows": int(windows.input_ids.shape[0]),
         "tokens": windows.predicted_tokens, "bytes": windows.predicted_bytes, "bos": windows.bos,
         "fp": {"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte, "bytes": fp_bytes(model)},
-        "variants": records,
+        "variants": [{k: v for k, v in r.items() if not k.endswith("layers")} for r in records],
     }
     if options["as_json"]:
         click.echo(json.dumps(summary, indent=2))
@@ -252,6 +252,61 @@ def demo(**options):
     folder = ensure_tiny_model(root, text=corpus.train)
     net, tokenizer, _ = load_model(str(folder))
     _run_measure(net, tokenizer, corpus, folder.name, options)
+
+
+@cli.command()
+@click.option("--models", required=True, help="Comma-separated hub ids, model folders or .gguf files.")
+@click.option("--formats", "formats_spec", default="demo", show_default=True,
+              help="Comma-separated formats and/or preset names.")
+@click.option("--dataset", default=None,
+              help="Text file, folder, or hub id[:config] [default: Salesforce/wikitext:wikitext-2-raw-v1].")
+@click.option("--methods", default="rtn,gptq", show_default=True, help="rtn, gptq or both.")
+@click.option("--experiment", default="ptq-sweep", show_default=True, help="MLflow experiment name.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db].")
+@click.option("--seq-len", type=click.IntRange(0, 1 << 20), default=None,
+              help="Tokens per window; 0 = model context, capped at 2048 [default: 0].")
+@click.option("--max-windows", type=click.IntRange(1), default=None,
+              help="Evaluation windows spread over the validation text [default: all].")
+@click.option("--slope-windows", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--calibration-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--hessians", type=click.Choice(["fp", "sequential"]), default="fp", show_default=True)
+@click.option("--damp", default="search", show_default=True, metavar="search|FLOAT")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the logged metrics as JSON, no progress.")
+@friendly_errors
+def sweep(models, formats_spec, dataset, methods, experiment, tracking_uri, seq_len, max_windows,
+          slope_windows, calibration_size, hessians, damp, seed, dtype, batch_size, as_json):
+    """Quantize every model to every format and method; log each variant as an MLflow run.
+
+    A parent run per model, a child run per (format, method). Re-running resumes: variants whose
+    FINISHED run exists (same model, data, settings and code) are reused, the rest are measured.
+    """
+    from pipelines.corpus import DEFAULT_DATASET
+    from pipelines.model_source import resolve
+    from pipelines.sweep import METHODS, SweepConfig, TrackingError, run_sweep
+
+    formats = [f.name for f in parse_formats(formats_spec)]
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if not chosen or set(chosen) - set(METHODS):
+        raise AdvisorError(f"--methods takes rtn, gptq or both (comma-separated), not {methods!r}")
+    specs = tuple(m.strip() for m in models.split(",") if m.strip())
+    for spec in specs:
+        resolve(spec)  # a missing path fails here, before any run is created
+    config = SweepConfig(models=specs, formats=tuple(formats), dataset=dataset or DEFAULT_DATASET,
+                         methods=chosen, experiment=experiment, seq_len=seq_len,
+                         max_windows=max_windows, slope_windows=slope_windows,
+                         calibration_size=calibration_size, seed=seed, hessians=hessians,
+                         damp=_damping(damp), dtype=dtype, batch_size=batch_size)
+    say = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
+    try:
+        results = run_sweep(config, tracking_uri, say)
+    except TrackingError as err:
+        raise AdvisorError(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
 
 
 def main():  # pragma: no cover - console entry point

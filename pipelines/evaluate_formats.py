@@ -42,9 +42,16 @@ def model_context(model) -> int | None:
     return None
 
 
-def sequence_length(model, cap: int = DEFAULT_MAX_SEQ_LEN) -> int:
-    """Evaluation length: the model's context, capped at `cap` tokens."""
+def sequence_length(model, requested: int | None = None, cap: int = DEFAULT_MAX_SEQ_LEN) -> int:
+    """Evaluation length in tokens: `requested`, or (None/0) the model's context capped at `cap`.
+
+    Raises ValueError when `requested` exceeds the model's context.
+    """
     context = model_context(model)
+    if requested:
+        if context and requested > context:
+            raise ValueError(f"sequence length {requested} exceeds the model's context of {context} tokens")
+        return requested
     return min(context, cap) if context else cap
 
 
@@ -55,7 +62,7 @@ def evaluate_formats(model, tokenizer, corpus: Corpus, formats: list[Format],
     `progress(message)` is called before each step when given.
     """
     say = progress or (lambda message: None)
-    seq_len = plan.seq_len or sequence_length(model)
+    seq_len = sequence_length(model, plan.seq_len)
     windows: EvalWindows = evaluation_windows(tokenizer, corpus.validation, seq_len,
                                               max_windows=plan.max_windows)
     n = windows.input_ids.shape[0]

@@ -39,6 +39,48 @@ def format_features(fmt: Format) -> dict:
             "granularity": fmt.granularity, "bits_per_weight": fmt.bits_per_weight}
 
 
+def measure_rtn(model, fmt: Format, windows: EvalWindows, slope_windows: EvalWindows,
+                fp: NllResult, *, settings: FeatureSettings = FeatureSettings(), targets=None) -> dict:
+    """Features (a)–(f) of `model` in `fmt`: RTN's D, bytes, SQNR and NLL, and the slope there."""
+    targets = find_weights(model) if targets is None else targets
+    start = time.perf_counter()
+    with rtn_quantized(model, fmt, targets) as report:
+        rtn = evaluate_nll(model, windows, settings.batch_size)
+    seconds_rtn = time.perf_counter() - start
+    start = time.perf_counter()
+    slope = Landscape(model, targets, slope_windows, settings.batch_size).slope(
+        report.sqnr_db, settings.slope_seeds, settings.slope_delta_db)
+    return {
+        "format": fmt.name, **format_features(fmt),
+        "quantized_params": report.quantized_params, "bytes": report.total_bytes,
+        "nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte,
+        "sqnr_rtn_db": report.sqnr_db, "nll_rtn": rtn.nll, "bpb_rtn": rtn.bits_per_byte,
+        "slope_rtn": slope, "seconds_rtn": seconds_rtn,
+        "seconds_slope": time.perf_counter() - start,
+        "layers": report.layer_table(),
+    }
+
+
+def measure_gptq(model, fmt: Format, windows: EvalWindows, calibration: torch.Tensor, *,
+                 settings: FeatureSettings = FeatureSettings(), targets=None) -> dict:
+    """The predictor's target: NLL and SQNR after GPTQ (calibrated on `calibration` windows)."""
+    targets = find_weights(model) if targets is None else targets
+    start = time.perf_counter()
+    backup = WeightBackup(targets)
+    try:
+        report, damps = apply_gptq(
+            model, fmt, calibration, targets=targets, hessians=settings.hessians,
+            damp=settings.damp, mx_mode=settings.mx_mode, batch_size=settings.batch_size)
+        gptq = evaluate_nll(model, windows, settings.batch_size)
+    finally:
+        backup.restore()
+    return {"sqnr_gptq_db": report.sqnr_db, "nll_gptq": gptq.nll, "bpb_gptq": gptq.bits_per_byte,
+            "bytes": report.total_bytes,
+            "seconds_gptq": time.perf_counter() - start,
+            "damp_median": float(torch.tensor(list(damps.values())).median()),
+            "gptq_layers": report.layer_table()}
+
+
 def measure_variant(model, fmt: Format, windows: EvalWindows, slope_windows: EvalWindows, *,
                     fp: NllResult | None = None, calibration: torch.Tensor | None = None,
                     settings: FeatureSettings = FeatureSettings(), targets=None) -> dict:
@@ -49,33 +91,8 @@ def measure_variant(model, fmt: Format, windows: EvalWindows, slope_windows: Eva
     """
     targets = find_weights(model) if targets is None else targets
     fp = fp or evaluate_nll(model, windows, settings.batch_size)
-    start = time.perf_counter()
-    with rtn_quantized(model, fmt, targets) as rtn_report:
-        rtn = evaluate_nll(model, windows, settings.batch_size)
-    seconds_rtn = time.perf_counter() - start
-    start = time.perf_counter()
-    slope = Landscape(model, targets, slope_windows, settings.batch_size).slope(
-        rtn_report.sqnr_db, settings.slope_seeds, settings.slope_delta_db)
-    record = {
-        "format": fmt.name, **format_features(fmt),
-        "quantized_params": rtn_report.quantized_params, "bytes": rtn_report.total_bytes,
-        "nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte,
-        "sqnr_rtn_db": rtn_report.sqnr_db, "nll_rtn": rtn.nll, "bpb_rtn": rtn.bits_per_byte,
-        "slope_rtn": slope, "seconds_rtn": seconds_rtn,
-        "seconds_slope": time.perf_counter() - start,
-    }
+    record = measure_rtn(model, fmt, windows, slope_windows, fp, settings=settings, targets=targets)
     if calibration is not None:
-        start = time.perf_counter()
-        backup = WeightBackup(targets)
-        try:
-            gptq_report, damps = apply_gptq(
-                model, fmt, calibration, targets=targets, hessians=settings.hessians,
-                damp=settings.damp, mx_mode=settings.mx_mode, batch_size=settings.batch_size)
-            gptq = evaluate_nll(model, windows, settings.batch_size)
-        finally:
-            backup.restore()
-        record.update({"sqnr_gptq_db": gptq_report.sqnr_db, "nll_gptq": gptq.nll,
-                       "bpb_gptq": gptq.bits_per_byte,
-                       "seconds_gptq": time.perf_counter() - start,
-                       "damp_median": float(torch.tensor(list(damps.values())).median())})
+        record.update(measure_gptq(model, fmt, windows, calibration, settings=settings,
+                                   targets=targets))
     return record

@@ -13,6 +13,8 @@ from pipelines.tiny_model import TinySpec, build_model, ensure_tiny_model, pytho
 def _isolated_state(tmp_path, monkeypatch):
     """Every test gets its own cache and working directory: no test touches a user's state."""
     monkeypatch.setenv("PTQ_ADVISOR_CACHE", str(tmp_path / "cache"))
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)  # MLflow sets some of these while a test runs
     monkeypatch.chdir(tmp_path)
 
 

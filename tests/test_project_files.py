@@ -25,5 +25,5 @@ def test_conda_env_matches_pyproject():
 
 def test_mlproject_entry_points_use_the_cli():
     project = yaml.safe_load((ROOT / "MLproject").read_text())
-    assert {"demo", "measure"} <= set(project["entry_points"])
+    assert {"demo", "measure", "sweep"} <= set(project["entry_points"])
     assert all(e["command"].startswith("python -m advisor ") for e in project["entry_points"].values())

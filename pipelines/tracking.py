@@ -1,0 +1,58 @@
+"""What makes a run reusable: keys over everything that changes a result, and finding runs by key.
+
+A sweep tags every run with `ptq.variant_key`, a hash of the model's fingerprint, the dataset
+digest, the format, the method, the settings that change the numbers, and the code version. A
+FINISHED run with the same key is the answer and is reused; RUNNING (a killed process), FAILED or
+KILLED ones are marked KILLED and done again. Everything is read through `MlflowClient`, never
+from files, so the same logic works on sqlite and on a tracking server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+KEY_TAG = "ptq.variant_key"
+KIND_TAG = "ptq.kind"  # "model" (parent run) or "variant" (child run)
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version plus the git commit of the source tree when there is one."""
+    version = metadata.version("ptq-advisor")
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+                                "--", "pipelines", "advisor", "registry"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return f"{version}+{commit[:12]}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return version
+
+
+def variant_key(fields: dict) -> str:
+    """sha256 of the JSON of `fields` (sorted keys): equal keys mean equal results."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def runs_with_key(client, experiment_id: str, key: str):
+    """All runs of the experiment tagged with `key`, newest first."""
+    return client.search_runs([experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
+                              order_by=["attribute.start_time DESC"], max_results=1000)
+
+
+def finished_run(client, experiment_id: str, key: str):
+    """The FINISHED run with this key, after marking any other attempt with it KILLED; or None."""
+    finished = None
+    for run in runs_with_key(client, experiment_id, key):
+        if run.info.status == "FINISHED" and finished is None:
+            finished = run
+        elif run.info.status in ("RUNNING", "SCHEDULED"):
+            client.set_terminated(run.info.run_id, status="KILLED")
+    return finished

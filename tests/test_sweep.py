@@ -1,0 +1,134 @@
+"""Sweeps on a tiny local model into a temporary sqlite store, checked through MlflowClient."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from advisor.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--max-windows", "3", "--calibration-size", "4", "--damp", "0.01", "--seq-len", "64"]
+
+
+def sweep_args(model_dir, corpus_file, uri, formats="mxint4_32,int4_chan", experiment="t"):
+    return ["sweep", "--models", str(model_dir), "--formats", formats, "--dataset", str(corpus_file),
+            "--tracking-uri", uri, "--experiment", experiment, *FAST]
+
+
+def runs(uri, experiment="t"):
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_sweep_logs_a_parent_per_model_and_a_child_per_variant(trained_model_dir, corpus_file, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri) + ["--json"])
+    assert result.exit_code == 0, result.output
+    client, all_runs = runs(uri)
+    parents = [r for r in all_runs if r.data.tags.get("ptq.kind") == "model"]
+    children = [r for r in all_runs if r.data.tags.get("ptq.kind") == "variant"]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["dataset_digest"] and parent.data.params["seq_len"] == "64"
+    assert parent.data.metrics["nll_fp"] > 0 and parent.data.metrics["quantized_params"] > 0
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "plots")] == \
+        ["plots/nll_vs_sqnr_and_bytes.png"]
+    names = sorted(r.info.run_name for r in children)
+    model = Path(trained_model_dir).name
+    assert names == sorted(f"{model} · {f} · {m}" for f in ("mxint4_32", "int4_chan")
+                           for m in ("rtn", "gptq"))
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.params["method"] in ("rtn", "gptq")
+        m = child.data.metrics
+        assert m["nll"] > 0 and m["sqnr_db"] > 0 and m["bytes"] > 0
+        assert abs(m["delta_nll"] - (m["nll"] - parent.data.metrics["nll_fp"])) < 1e-9
+        assert "layers_sqnr.json" in [a.path for a in client.list_artifacts(child.info.run_id)]
+    rtn = next(r for r in children if r.info.run_name.endswith("mxint4_32 · rtn"))
+    assert rtn.data.params["precision"] == "4" and rtn.data.params["block_size"] == "32"
+    assert rtn.data.metrics["slope_rtn"] == rtn.data.metrics["slope_rtn"]  # not NaN
+    # the same sweep again reuses every run
+    again = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
+    assert again.exit_code == 0, again.output
+    assert again.output.count("reused run") == 4
+    assert len(runs(uri)[1]) == 5
+
+
+def test_bad_inputs_leave_no_run(trained_model_dir, corpus_file, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cases = [
+        (sweep_args("./missing-model", corpus_file, uri), "no such model file or folder"),
+        (sweep_args(trained_model_dir, corpus_file, uri, formats="mxint4_0"), "outside 2-1024"),
+        (sweep_args(trained_model_dir, corpus_file, uri)[:-2] + ["--seq-len", "100000"],
+         "exceeds the model's context"),
+        (sweep_args(trained_model_dir, corpus_file, "http://127.0.0.1:9"), "does not answer"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines()[-1].startswith("Error: ")
+        assert message in result.output.strip().splitlines()[-1]
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("t")
+    assert exp is None or not client.search_runs([exp.experiment_id])
+
+
+def test_a_killed_sweep_resumes_without_duplicates_or_losses(trained_model_dir, corpus_file, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    formats = "mxint4_32,mxint3_32,mxfp4_e2m1_32,int4_chan"
+    cmd = [sys.executable, "-m", "advisor", *sweep_args(trained_model_dir, corpus_file, uri, formats)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    MlflowClient(tracking_uri=uri).create_experiment("t")  # the schema exists before two processes share it
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.time() + 240
+    finished = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            _, all_runs = runs(uri)
+        except Exception:
+            continue
+        finished = sum(r.info.status == "FINISHED" and r.data.tags.get("ptq.kind") == "variant"
+                       for r in all_runs)
+        if finished >= 2:
+            break
+    assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= finished < 8
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    _, all_runs = runs(uri)
+    variants = [r for r in all_runs if r.data.tags.get("ptq.kind") == "variant"]
+    done = [r for r in variants if r.info.status == "FINISHED"]
+    assert len({r.data.tags["ptq.variant_key"] for r in done}) == len(done) == 8
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in variants)
+    assert result.stderr.count("reused run") >= 2
+    assert sum(r.data.tags.get("ptq.kind") == "model" for r in all_runs) == 1
+
+
+def test_mlflow_run_sweep_entry_point(trained_model_dir, corpus_file, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(ROOT), "-e", "sweep",
+           "--env-manager", "local", "--experiment-name", "t",
+           "-P", f"models={trained_model_dir}", "-P", "formats=mxint4_32", "-P", "methods=rtn",
+           "-P", f"dataset={corpus_file}", "-P", "max_windows=2", "-P", "experiment=t"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, all_runs = runs(uri)
+    variant = [r for r in all_runs if r.data.tags.get("ptq.kind") == "variant"]
+    assert len(variant) == 1 and variant[0].info.status == "FINISHED"
+    project = [r for r in all_runs if r.data.tags.get("mlflow.project.entryPoint") == "sweep"]
+    assert len(project) == 1
