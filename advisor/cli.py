@@ -274,11 +274,14 @@ def demo(**options):
 @click.option("--damp", default="search", show_default=True, metavar="search|FLOAT")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--landscape-step", type=click.FloatRange(0, 40), default=4.0, show_default=True,
+              help="dB between points of each model's radial loss profile (0..40 dB); 0 = none.")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the logged metrics as JSON, no progress.")
 @friendly_errors
 def sweep(models, formats_spec, dataset, methods, experiment, tracking_uri, seq_len, max_windows,
-          slope_windows, calibration_size, hessians, damp, seed, dtype, batch_size, as_json):
+          slope_windows, calibration_size, hessians, damp, seed, dtype, landscape_step, batch_size,
+          as_json):
     """Quantize every model to every format and method; log each variant as an MLflow run.
 
     A parent run per model, a child run per (format, method). Re-running resumes: variants whose
@@ -286,7 +289,10 @@ def sweep(models, formats_spec, dataset, methods, experiment, tracking_uri, seq_
     """
     from pipelines.corpus import DEFAULT_DATASET
     from pipelines.model_source import resolve
-    from pipelines.sweep import METHODS, SweepConfig, TrackingError, run_sweep
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pipelines.sweep import METHODS, SweepConfig, TrackingError, run_sweep, variant_count
 
     formats = [f.name for f in parse_formats(formats_spec)]
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
@@ -299,12 +305,21 @@ def sweep(models, formats_spec, dataset, methods, experiment, tracking_uri, seq_
                          methods=chosen, experiment=experiment, seq_len=seq_len,
                          max_windows=max_windows, slope_windows=slope_windows,
                          calibration_size=calibration_size, seed=seed, hessians=hessians,
-                         damp=_damping(damp), dtype=dtype, batch_size=batch_size)
-    say = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
-    try:
-        results = run_sweep(config, tracking_uri, say)
-    except TrackingError as err:
-        raise AdvisorError(str(err)) from None
+                         damp=_damping(damp), dtype=dtype, landscape_step_db=landscape_step,
+                         batch_size=batch_size)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=as_json) as bar:
+        task = bar.add_task("variants", total=variant_count(config))
+
+        def say(message):
+            if not as_json:
+                bar.console.print(f"  {message}", markup=False, highlight=False)
+
+        try:
+            results = run_sweep(config, tracking_uri, say, done=lambda: bar.advance(task))
+        except TrackingError as err:
+            raise AdvisorError(str(err)) from None
     if as_json:
         click.echo(json.dumps(results, indent=2))
 

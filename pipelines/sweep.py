@@ -44,6 +44,7 @@ class SweepConfig:
     hessians: str = "fp"
     damp: float | None = None
     dtype: str = "float32"
+    landscape_step_db: float = 4.0  # radial profile 0..40 dB at this step; 0 = no profile
     batch_size: int = 8
     gguf_files: dict = field(default_factory=dict)  # model spec -> gguf file name inside a folder
 
@@ -98,7 +99,7 @@ def _numeric(record: dict, names: list[str]) -> dict:
 
 
 def sweep_model(mlflow, client, experiment_id, config: SweepConfig, spec: str, say,
-                root_run_id: str | None = None) -> dict:
+                root_run_id: str | None = None, done=lambda: None) -> dict:
     """Measure and log every variant of one base model; returns {variant name: metrics}."""
     from pipelines.corpus import load_corpus
     from pipelines.evaluate_formats import sequence_length
@@ -149,6 +150,10 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, spec: str, s
             mlflow.log_metrics({"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte,
                                 "nll_fp_total_nats": fp.total_nats, "quantized_params": d,
                                 "total_params": count_params(model)})
+        logged = {a.path for a in client.list_artifacts(parent_id, "landscape")}
+        if config.landscape_step_db > 0 and "landscape/profile.png" not in logged:
+            say(f"{name}: radial loss landscape")
+            _log_landscape(mlflow, model, targets, slope_windows, config, name, say)
         calibration = None
         results = {}
         for fmt in formats:
@@ -184,8 +189,42 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, spec: str, s
                         return m, {"layers_sqnr.json": r["gptq_layers"]}
                 results[run_name] = _child(client, mlflow, experiment_id, parent_id, run_name, key,
                                            {**base, "method": method}, work, say)
+                done()
         _log_plots(mlflow, name, results, fp)
     return results
+
+
+def _log_landscape(mlflow, model, targets, windows, config: SweepConfig, name: str, say) -> None:
+    """The typical radial profile (3 seeded random directions) as CSV and plot (Xu Fig. 1–2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from pipelines.landscape import Landscape, random_direction
+
+    grid = [float(x) for x in _frange(0.0, 40.0, config.landscape_step_db)]
+    land = Landscape(model, targets, windows, config.batch_size)
+    directions = {f"random-{config.seed + i}": random_direction(targets, config.seed + i) for i in range(3)}
+    points = pd.DataFrame([p.__dict__ for p in land.profile(directions, grid)])
+    mlflow.log_table(points, "landscape/profile.json")
+    mlflow.log_text(points.to_csv(index=False), "landscape/profile.csv")
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for direction, rows in points.groupby("direction"):
+        ax.plot(rows["snr_db"], rows["nll"], marker=".", label=direction)
+    ax.set_xlabel("perturbation SNR (dB)")
+    ax.set_ylabel("NLL (nats/token)")
+    ax.set_title(f"{name}: radial loss landscape")
+    ax.legend()
+    fig.tight_layout()
+    mlflow.log_figure(fig, "landscape/profile.png")
+    plt.close(fig)
+
+
+def _frange(start: float, stop: float, step: float):
+    n = int(round((stop - start) / step))
+    return [start + i * step for i in range(n + 1)]
 
 
 def _log_plots(mlflow, name, results, fp) -> None:
@@ -199,15 +238,17 @@ def _log_plots(mlflow, name, results, fp) -> None:
     if not rows:
         return
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for method, marker in (("rtn", "o"), ("gptq", "s")):
+    # Xu et al.'s convention: hollow markers RTN, filled markers GPTQ.
+    for method, color, face in (("rtn", "C0", "none"), ("gptq", "C1", "C1")):
         pts = [(m["sqnr_db"], m["nll"], m.get("bytes"), f) for f, meth, m in rows if meth == method]
         if not pts:
             continue
-        left.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker,
-                     facecolors="none" if method == "rtn" else None, label=method.upper())
+        style = {"marker": "o", "edgecolors": color, "facecolors": face, "label": method.upper()}
+        left.scatter([p[0] for p in pts], [p[1] for p in pts], **style)
         with_bytes = [p for p in pts if p[2] is not None]
-        right.scatter([p[2] / 1e6 for p in with_bytes], [p[1] for p in with_bytes], marker=marker,
-                      facecolors="none" if method == "rtn" else None, label=method.upper())
+        right.scatter([p[2] / 1e6 for p in with_bytes], [p[1] for p in with_bytes], **style)
+        for x, y, _, fmt in pts:
+            left.annotate(fmt, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     for ax in (left, right):
         ax.axhline(fp.nll, color="k", lw=0.8, ls="--", label="fp")
         ax.set_ylabel("NLL (nats/token)")
@@ -238,8 +279,19 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
                             "another --tracking-uri") from None
 
 
-def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print) -> dict:
-    """Run a whole sweep into `tracking_uri` (default: MLflow's own default store)."""
+def variant_count(config: SweepConfig) -> int:
+    """How many child runs the sweep has (reused ones included)."""
+    from pipelines.quantize.formats import parse_formats
+
+    return len(config.models) * len(parse_formats(list(config.formats))) * len(config.methods)
+
+
+def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
+              done=lambda: None) -> dict:
+    """Run a whole sweep into `tracking_uri` (default: MLflow's own default store).
+
+    `say(message)` reports each step; `done()` is called once per variant, reused or measured.
+    """
     import mlflow
     from mlflow import MlflowClient
 
@@ -257,7 +309,7 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print) -
     # it (otherwise the first model run would *become* the project run and clash with its params).
     root_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     start = time.perf_counter()
-    results = {spec: sweep_model(mlflow, client, experiment_id, config, spec, say, root_run_id)
+    results = {spec: sweep_model(mlflow, client, experiment_id, config, spec, say, root_run_id, done)
                for spec in config.models}
     say(f"sweep {config.experiment}: {sum(len(r) for r in results.values())} variants "
         f"in {time.perf_counter() - start:.0f} s")

@@ -13,7 +13,8 @@ from mlflow import MlflowClient
 from advisor.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--max-windows", "3", "--calibration-size", "4", "--damp", "0.01", "--seq-len", "64"]
+FAST = ["--max-windows", "3", "--calibration-size", "4", "--damp", "0.01", "--seq-len", "64",
+        "--landscape-step", "20"]
 
 
 def sweep_args(model_dir, corpus_file, uri, formats="mxint4_32,int4_chan", experiment="t"):
@@ -41,6 +42,8 @@ def test_sweep_logs_a_parent_per_model_and_a_child_per_variant(trained_model_dir
     assert parent.data.metrics["nll_fp"] > 0 and parent.data.metrics["quantized_params"] > 0
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "plots")] == \
         ["plots/nll_vs_sqnr_and_bytes.png"]
+    landscape = {a.path for a in client.list_artifacts(parent.info.run_id, "landscape")}
+    assert {"landscape/profile.csv", "landscape/profile.png"} <= landscape
     names = sorted(r.info.run_name for r in children)
     model = Path(trained_model_dir).name
     assert names == sorted(f"{model} · {f} · {m}" for f in ("mxint4_32", "int4_chan")
