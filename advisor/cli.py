@@ -255,7 +255,9 @@ def demo(**options):
 
 
 @cli.command()
-@click.option("--models", required=True, help="Comma-separated hub ids, model folders or .gguf files.")
+@click.option("--models", default=None, help="Comma-separated hub ids, model folders or .gguf files.")
+@click.option("--models-file", type=click.Path(dir_okay=False), default=None,
+              help="YAML list of models with family, gguf_file, train_tokens, name (see README).")
 @click.option("--formats", "formats_spec", default="demo", show_default=True,
               help="Comma-separated formats and/or preset names.")
 @click.option("--dataset", default=None,
@@ -279,7 +281,7 @@ def demo(**options):
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the logged metrics as JSON, no progress.")
 @friendly_errors
-def sweep(models, formats_spec, dataset, methods, experiment, tracking_uri, seq_len, max_windows,
+def sweep(models, models_file, formats_spec, dataset, methods, experiment, tracking_uri, seq_len, max_windows,
           slope_windows, calibration_size, hessians, damp, seed, dtype, landscape_step, batch_size,
           as_json):
     """Quantize every model to every format and method; log each variant as an MLflow run.
@@ -288,6 +290,7 @@ def sweep(models, formats_spec, dataset, methods, experiment, tracking_uri, seq_
     FINISHED run exists (same model, data, settings and code) are reused, the rest are measured.
     """
     from pipelines.corpus import DEFAULT_DATASET
+    from pipelines.model_set import ModelEntry, ModelSetError, load_model_set
     from pipelines.model_source import resolve
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -298,10 +301,16 @@ def sweep(models, formats_spec, dataset, methods, experiment, tracking_uri, seq_
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     if not chosen or set(chosen) - set(METHODS):
         raise AdvisorError(f"--methods takes rtn, gptq or both (comma-separated), not {methods!r}")
-    specs = tuple(m.strip() for m in models.split(",") if m.strip())
-    for spec in specs:
-        resolve(spec)  # a missing path fails here, before any run is created
-    config = SweepConfig(models=specs, formats=tuple(formats), dataset=dataset or DEFAULT_DATASET,
+    if not models and not models_file:
+        raise AdvisorError("give --models and/or --models-file")
+    try:
+        entries = load_model_set(models_file) if models_file else []
+    except ModelSetError as err:
+        raise AdvisorError(str(err)) from None
+    entries += [ModelEntry(m.strip()) for m in (models or "").split(",") if m.strip()]
+    for entry in entries:
+        resolve(entry.spec, entry.gguf_file)  # a missing path fails here, before any run exists
+    config = SweepConfig(models=tuple(entries), formats=tuple(formats), dataset=dataset or DEFAULT_DATASET,
                          methods=chosen, experiment=experiment, seq_len=seq_len,
                          max_windows=max_windows, slope_windows=slope_windows,
                          calibration_size=calibration_size, seed=seed, hessians=hessians,

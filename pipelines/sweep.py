@@ -17,9 +17,10 @@ import json
 import os
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipelines.model_set import ModelEntry
 from pipelines.tracking import KEY_TAG, KIND_TAG, code_version, finished_run, runs_with_key, variant_key
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -31,7 +32,7 @@ METHODS = ("rtn", "gptq")
 class SweepConfig:
     """Everything a sweep needs; what changes the numbers goes into the variant keys."""
 
-    models: tuple[str, ...]
+    models: tuple[ModelEntry, ...]
     formats: tuple[str, ...]
     dataset: str
     methods: tuple[str, ...] = METHODS
@@ -46,12 +47,11 @@ class SweepConfig:
     dtype: str = "float32"
     landscape_step_db: float = 4.0  # radial profile 0..40 dB at this step; 0 = no profile
     batch_size: int = 8
-    gguf_files: dict = field(default_factory=dict)  # model spec -> gguf file name inside a folder
 
     def result_settings(self) -> dict:
         """The settings that change measured values (keys of the runs)."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("models", "formats", "methods", "experiment", "batch_size", "gguf_files")}
+                if k not in ("models", "formats", "methods", "experiment", "batch_size")}
 
 
 def _short_name(spec: str) -> str:
@@ -98,7 +98,7 @@ def _numeric(record: dict, names: list[str]) -> dict:
     return {n: float(record[n]) for n in names if n in record and record[n] is not None}
 
 
-def sweep_model(mlflow, client, experiment_id, config: SweepConfig, spec: str, say,
+def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: ModelEntry, say,
                 root_run_id: str | None = None, done=lambda: None) -> dict:
     """Measure and log every variant of one base model; returns {variant name: metrics}."""
     from pipelines.corpus import load_corpus
@@ -112,9 +112,10 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, spec: str, s
 
     formats = parse_formats(list(config.formats))
     corpus = load_corpus(config.dataset)
-    model, tokenizer, source = load_model(spec, dtype=config.dtype, gguf_file=config.gguf_files.get(spec))
+    spec = entry.spec
+    model, tokenizer, source = load_model(spec, dtype=config.dtype, gguf_file=entry.gguf_file)
     seq_len = sequence_length(model, config.seq_len)
-    name = _short_name(spec)
+    name = entry.name or _short_name(source.gguf_file or spec)
     model_key = variant_key({"model": source.fingerprint, "dataset": corpus.digest,
                              "settings": config.result_settings(), "code": code_version()})
     settings = FeatureSettings(slope_seeds=tuple(config.seed + i for i in range(3)),
@@ -135,6 +136,7 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, spec: str, s
         if not previous:
             mlflow.log_params({"model": spec, "model_kind": source.kind, "model_fingerprint": source.fingerprint,
                                "gguf_file": source.gguf_file, "revision": source.revision,
+                               "family": entry.family, "train_tokens": entry.train_tokens,
                                "dataset": corpus.spec, "dataset_digest": corpus.digest,
                                "seq_len": seq_len, "windows": len(windows.input_ids),
                                "bos": windows.bos, "code_version": code_version(),
@@ -149,7 +151,8 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, spec: str, s
             d = sum(t.param.numel() for t in targets)
             mlflow.log_metrics({"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte,
                                 "nll_fp_total_nats": fp.total_nats, "quantized_params": d,
-                                "total_params": count_params(model)})
+                                "total_params": count_params(model),
+                                **({"train_tokens": entry.train_tokens} if entry.train_tokens else {})})
         logged = {a.path for a in client.list_artifacts(parent_id, "landscape")}
         if config.landscape_step_db > 0 and "landscape/profile.png" not in logged:
             say(f"{name}: radial loss landscape")
@@ -309,8 +312,9 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
     # it (otherwise the first model run would *become* the project run and clash with its params).
     root_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     start = time.perf_counter()
-    results = {spec: sweep_model(mlflow, client, experiment_id, config, spec, say, root_run_id, done)
-               for spec in config.models}
+    results = {entry.spec: sweep_model(mlflow, client, experiment_id, config, entry, say,
+                                       root_run_id, done)
+               for entry in config.models}
     say(f"sweep {config.experiment}: {sum(len(r) for r in results.values())} variants "
         f"in {time.perf_counter() - start:.0f} s")
     return json.loads(json.dumps(results))

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
@@ -135,3 +136,25 @@ def test_mlflow_run_sweep_entry_point(trained_model_dir, corpus_file, tmp_path):
     assert len(variant) == 1 and variant[0].info.status == "FINISHED"
     project = [r for r in all_runs if r.data.tags.get("mlflow.project.entryPoint") == "sweep"]
     assert len(project) == 1
+
+
+def test_models_file_names_families_and_training_tokens(trained_model_dir, corpus_file, tmp_path):
+    from pipelines.model_set import ModelSetError, load_model_set
+
+    (tmp_path / "m.yaml").write_text(f"models:\n  - id: {trained_model_dir}\n    family: tiny\n"
+                                     "    train_tokens: 2.5e5\n    name: tiny-a\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["sweep", "--models-file", str(tmp_path / "m.yaml"), "--formats", "mxint4_32",
+            "--methods", "rtn", "--dataset", str(corpus_file), "--tracking-uri", uri,
+            "--experiment", "t", *FAST]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    _, all_runs = runs(uri)
+    parent = next(r for r in all_runs if r.data.tags.get("ptq.kind") == "model")
+    assert parent.info.run_name == "tiny-a" and parent.data.params["family"] == "tiny"
+    assert parent.data.metrics["train_tokens"] == 2.5e5
+    (tmp_path / "bad.yaml").write_text("models:\n  - id: x\n    colour: red\n")
+    with pytest.raises(ModelSetError, match="unknown keys"):
+        load_model_set(tmp_path / "bad.yaml")
+    bad = CliRunner().invoke(cli, ["sweep", "--models-file", str(tmp_path / "bad.yaml")])
+    assert bad.exit_code == 2 and "unknown keys ['colour']" in bad.output
