@@ -279,11 +279,13 @@ def demo(**options):
 @click.option("--landscape-step", type=click.FloatRange(0, 40), default=4.0, show_default=True,
               help="dB between points of each model's radial loss profile (0..40 dB); 0 = none.")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Models swept at once, one process each (CPU threads are shared out).")
 @click.option("--json", "as_json", is_flag=True, help="Print the logged metrics as JSON, no progress.")
 @friendly_errors
 def sweep(models, models_file, formats_spec, dataset, methods, experiment, tracking_uri, seq_len, max_windows,
           slope_windows, calibration_size, hessians, damp, seed, dtype, landscape_step, batch_size,
-          as_json):
+          workers, as_json):
     """Quantize every model to every format and method; log each variant as an MLflow run.
 
     A parent run per model, a child run per (format, method). Re-running resumes: variants whose
@@ -326,7 +328,8 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
                 bar.console.print(f"  {message}", markup=False, highlight=False)
 
         try:
-            results = run_sweep(config, tracking_uri, say, done=lambda: bar.advance(task))
+            results = run_sweep(config, tracking_uri, say, done=lambda: bar.advance(task),
+                                workers=workers)
         except TrackingError as err:
             raise AdvisorError(str(err)) from None
     if as_json:

@@ -288,11 +288,59 @@ def variant_count(config: SweepConfig) -> int:
     return len(config.models) * len(parse_formats(list(config.formats))) * len(config.methods)
 
 
+def _sweep_in_worker(task) -> dict:
+    """One base model of a sweep in a worker process: its own client on the same store."""
+    import sys
+
+    import mlflow
+    import torch
+    from mlflow import MlflowClient
+
+    config, entry, tracking_uri, experiment_id, root_run_id, threads = task
+    torch.set_num_threads(threads)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    label = entry.name or _short_name(entry.spec)
+
+    def say(message):
+        print(f"  [{label}] {message}", file=sys.stderr, flush=True)
+
+    return sweep_model(mlflow, MlflowClient(), experiment_id, config, entry, say, root_run_id)
+
+
+def _sweep_models(mlflow, client, experiment_id, config, root_run_id, say, done, workers) -> dict:
+    """Sweep every model: in this process, or one model per worker process (`workers` > 1).
+
+    The unit of work is a base model — its weights are loaded once and all its variants measured
+    there — and each unit logs its own runs, so any executor that can call `_sweep_in_worker`
+    (a process pool here, a cluster later) leaves the same run tree.
+    """
+    if workers <= 1 or len(config.models) <= 1:
+        return {entry.spec: sweep_model(mlflow, client, experiment_id, config, entry, say,
+                                        root_run_id, done) for entry in config.models}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    workers = min(workers, len(config.models))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    tasks = {entry.spec: (config, entry, mlflow.get_tracking_uri(), experiment_id, root_run_id, threads)
+             for entry in config.models}
+    results = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_sweep_in_worker, task): spec for spec, task in tasks.items()}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            for _ in results[futures[future]]:
+                done()
+    return {entry.spec: results[entry.spec] for entry in config.models}
+
+
 def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
-              done=lambda: None) -> dict:
+              done=lambda: None, workers: int = 1) -> dict:
     """Run a whole sweep into `tracking_uri` (default: MLflow's own default store).
 
-    `say(message)` reports each step; `done()` is called once per variant, reused or measured.
+    `say(message)` reports each step; `done()` is called once per variant, reused or measured;
+    `workers` > 1 sweeps that many models at once in separate processes.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -311,9 +359,7 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
     # it (otherwise the first model run would *become* the project run and clash with its params).
     root_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     start = time.perf_counter()
-    results = {entry.spec: sweep_model(mlflow, client, experiment_id, config, entry, say,
-                                       root_run_id, done)
-               for entry in config.models}
+    results = _sweep_models(mlflow, client, experiment_id, config, root_run_id, say, done, workers)
     say(f"sweep {config.experiment}: {sum(len(r) for r in results.values())} variants "
         f"in {time.perf_counter() - start:.0f} s")
     return results

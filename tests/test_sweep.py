@@ -158,3 +158,27 @@ def test_models_file_names_families_and_training_tokens(trained_model_dir, corpu
         load_model_set(tmp_path / "bad.yaml")
     bad = CliRunner().invoke(cli, ["sweep", "--models-file", str(tmp_path / "bad.yaml")])
     assert bad.exit_code == 2 and "unknown keys ['colour']" in bad.output
+
+
+def test_workers_sweep_models_in_parallel_processes(trained_model_dir, tiny_gpt2, tokenizer,
+                                                     corpus_file, tmp_path):
+    second = tmp_path / "tiny-gpt2"
+    tiny_gpt2.save_pretrained(second)
+    tokenizer.save_pretrained(second)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).create_experiment("t")
+    args = ["sweep", "--models", f"{trained_model_dir},{second}", "--formats", "mxint4_32,int4_chan",
+            "--dataset", str(corpus_file), "--tracking-uri", uri, "--experiment", "t",
+            "--workers", "2", *FAST]
+    result = subprocess.run([sys.executable, "-m", "advisor", *args], cwd=tmp_path, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, all_runs = runs(uri)
+    parents = [r for r in all_runs if r.data.tags.get("ptq.kind") == "model"]
+    variants = [r for r in all_runs if r.data.tags.get("ptq.kind") == "variant"]
+    assert len(parents) == 2 and len(variants) == 8
+    assert all(r.info.status == "FINISHED" for r in all_runs)
+    by_parent = {p.info.run_id: 0 for p in parents}
+    for v in variants:
+        by_parent[v.data.tags["mlflow.parentRunId"]] += 1
+    assert sorted(by_parent.values()) == [4, 4]
