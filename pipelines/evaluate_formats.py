@@ -13,7 +13,7 @@ from pipelines.features import FeatureSettings, measure_variant
 from pipelines.measure.nll import NllResult, evaluate_nll
 from pipelines.quantize.formats import Format
 from pipelines.quantize.rtn import count_params, find_weights
-from pipelines.token_windows import EvalWindows, calibration_windows, evaluation_windows
+from pipelines.token_windows import calibration_windows, evaluation_and_subset_windows
 
 DEFAULT_MAX_SEQ_LEN = 2048
 
@@ -63,11 +63,9 @@ def evaluate_formats(model, tokenizer, corpus: Corpus, formats: list[Format],
     """
     say = progress or (lambda message: None)
     seq_len = sequence_length(model, plan.seq_len)
-    windows: EvalWindows = evaluation_windows(tokenizer, corpus.validation, seq_len,
-                                              max_windows=plan.max_windows)
+    windows, slope_windows = evaluation_and_subset_windows(
+        tokenizer, corpus.validation, seq_len, plan.max_windows, plan.slope_windows)
     n = windows.input_ids.shape[0]
-    subset = min(plan.slope_windows, n)
-    slope_windows = evaluation_windows(tokenizer, corpus.validation, seq_len, max_windows=subset)
     calibration = None
     if plan.gptq:
         calibration = calibration_windows(tokenizer, corpus.train, seq_len, plan.calibration_size,

@@ -107,7 +107,7 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
     from pipelines.model_source import load_model
     from pipelines.quantize.formats import parse_formats
     from pipelines.quantize.rtn import count_params, find_weights
-    from pipelines.token_windows import calibration_windows, evaluation_windows
+    from pipelines.token_windows import calibration_windows, evaluation_and_subset_windows
 
     formats = parse_formats(list(config.formats))
     corpus = load_corpus(config.dataset)
@@ -128,9 +128,8 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
                           description=f"Base model {spec}: fp loss, and one child run per quantized "
                           f"variant (format x method) measured on {corpus.spec}.") as parent:
         parent_id = parent.info.run_id
-        windows = evaluation_windows(tokenizer, corpus.validation, seq_len, max_windows=config.max_windows)
-        slope_windows = evaluation_windows(tokenizer, corpus.validation, seq_len,
-                                           max_windows=min(config.slope_windows, len(windows.input_ids)))
+        windows, slope_windows = evaluation_and_subset_windows(
+            tokenizer, corpus.validation, seq_len, config.max_windows, config.slope_windows)
         targets = find_weights(model)
         if not previous:
             mlflow.log_params({"model": spec, "model_kind": source.kind, "model_fingerprint": source.fingerprint,

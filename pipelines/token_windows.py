@@ -70,7 +70,22 @@ class EvalWindows:
 def evaluation_windows(tokenizer, text: str, seq_len: int, *, max_windows: int | None = None,
                        bos: str | bool = "auto") -> EvalWindows:
     """Non-overlapping windows of `seq_len` tokens over `text`; `max_windows` spread evenly."""
+    return _windows(tokenize(tokenizer, text), tokenizer, seq_len, max_windows, bos)
+
+
+def evaluation_and_subset_windows(tokenizer, text: str, seq_len: int, max_windows: int | None,
+                                  subset: int, bos: str | bool = "auto") -> tuple[EvalWindows, EvalWindows]:
+    """The evaluation windows and a smaller evenly spread set (e.g. for the slope), tokenizing once.
+
+    The subset has min(`subset`, evaluation windows) windows spread over the whole text.
+    """
     stream = tokenize(tokenizer, text)
+    windows = _windows(stream, tokenizer, seq_len, max_windows, bos)
+    return windows, _windows(stream, tokenizer, seq_len, min(subset, len(windows.input_ids)), bos)
+
+
+def _windows(stream: TokenizedText, tokenizer, seq_len: int, max_windows: int | None,
+             bos: str | bool) -> EvalWindows:
     with_bos = uses_bos(tokenizer, bos)
     stride = seq_len - 1 if with_bos else seq_len
     n = stream.ids.size // stride
