@@ -19,6 +19,12 @@ from pipelines.quantize.formats import GRAMMAR, PRESETS, FormatError, parse_form
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+class SweepFailed(click.ClickException):
+    """Some variants failed (exit 1); everything else was logged."""
+
+    exit_code = 1
+
+
 class AdvisorError(click.ClickException):
     """Bad input or an unusable resource: one line on stderr, exit status 2."""
 
@@ -326,14 +332,77 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
         def say(message):
             if not as_json:
                 bar.console.print(f"  {message}", markup=False, highlight=False)
+                bar.update(task, description=message if len(message) <= 48 else message[:47] + "…")
 
         try:
             results = run_sweep(config, tracking_uri, say, done=lambda: bar.advance(task),
                                 workers=workers)
         except TrackingError as err:
             raise AdvisorError(str(err)) from None
+        bar.update(task, description="variants")
     if as_json:
         click.echo(json.dumps(results, indent=2))
+    failed = [name for model in results.values() for name, metrics in model.items() if metrics is None]
+    if failed:
+        total = sum(len(model) for model in results.values())
+        raise SweepFailed(f"{len(failed)} of {total} variants FAILED: {', '.join(failed)}; "
+                          "their runs hold the error, re-run the sweep to retry them")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--gguf-file", default=None, help="GGUF file inside MODEL's folder (or give the .gguf path).")
+@click.option("--dataset", default=None,
+              help="Text file, folder, or hub id[:config] [default: Salesforce/wikitext:wikitext-2-raw-v1].")
+@click.option("--formats", "formats_spec", default="",
+              help="Also profile along these formats' RTN error directions (comma-separated/presets).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Seeds of the random directions.")
+@click.option("--step", type=click.FloatRange(0.1, 40), default=2.0, show_default=True, help="Grid step, dB.")
+@click.option("--max-db", type=click.FloatRange(1, 80), default=40.0, show_default=True,
+              help="Largest perturbation SNR, dB (0 dB = noise as large as the weights).")
+@click.option("--seq-len", type=click.IntRange(0, 1 << 20), default=0, show_default=True,
+              help="Tokens per window; 0 = model context, capped at 2048.")
+@click.option("--max-windows", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--experiment", default="ptq-landscape", show_default=True, help="MLflow experiment name.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db].")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile points as JSON.")
+@friendly_errors
+def landscape(model, gguf_file, dataset, formats_spec, seeds, step, max_db, seq_len, max_windows, dtype,
+              experiment, tracking_uri, as_json):
+    """Log MODEL's radial loss landscape (NLL vs perturbation SNR) as an MLflow run.
+
+    Along seeded random directions (the typical landscape, Xu et al. Fig. 1) and, with --formats,
+    along each format's RTN error direction, which reaches the RTN loss at SNR = SQNR (Fig. 2).
+    """
+    from pipelines.corpus import DEFAULT_DATASET
+    from pipelines.landscape_run import LandscapeConfig, run_landscape
+    from pipelines.sweep import TrackingError
+
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise AdvisorError(f"--seeds takes comma-separated integers, not {seeds!r}") from None
+    names = tuple(f.name for f in parse_formats(formats_spec)) if formats_spec.strip() else ()
+    if not seed_list and not names:
+        raise AdvisorError("nothing to profile: give --seeds and/or --formats")
+    config = LandscapeConfig(model=model, dataset=dataset or DEFAULT_DATASET, formats=names,
+                             seeds=seed_list, step_db=step, max_db=max_db, seq_len=seq_len or None,
+                             max_windows=max_windows, gguf_file=gguf_file, dtype=dtype,
+                             experiment=experiment)
+    say = (lambda message: None) if as_json else (lambda message: click.echo(f"  {message}", err=True))
+    try:
+        result = run_landscape(config, tracking_uri, say)
+    except TrackingError as err:
+        raise AdvisorError(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"logged run {result['run_id']}: NLL fp {result['nll_fp']:.4f} nats/token, "
+               f"{len(result['points'])} profile points")
+    for name, value in result["sqnr_rtn_db"].items():
+        click.echo(f"  {name}: RTN SQNR {value:.2f} dB")
 
 
 def main():  # pragma: no cover - console entry point

@@ -53,7 +53,8 @@ class SweepConfig:
                 if k not in ("models", "formats", "methods", "experiment", "batch_size")}
 
 
-def _short_name(spec: str) -> str:
+def short_name(spec: str) -> str:
+    """A run name for a model spec: its folder/file name or the last part of a hub id."""
     return Path(spec).name if os.path.exists(spec) else spec.split("/")[-1]
 
 
@@ -100,6 +101,7 @@ def _numeric(record: dict, names: list[str]) -> dict:
 def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: ModelEntry, say,
                 root_run_id: str | None = None, done=lambda: None) -> dict:
     """Measure and log every variant of one base model; returns {variant name: metrics}."""
+    from pipelines.architecture import architecture, non_embedding_params
     from pipelines.corpus import load_corpus
     from pipelines.evaluate_formats import sequence_length
     from pipelines.features import FeatureSettings, measure_gptq, measure_rtn
@@ -114,7 +116,7 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
     spec = entry.spec
     model, tokenizer, source = load_model(spec, dtype=config.dtype, gguf_file=entry.gguf_file)
     seq_len = sequence_length(model, config.seq_len)
-    name = entry.name or _short_name(source.gguf_file or spec)
+    name = entry.name or short_name(source.gguf_file or spec)
     model_key = variant_key({"model": source.fingerprint, "dataset": corpus.digest,
                              "settings": config.result_settings(), "code": code_version()})
     settings = FeatureSettings(slope_seeds=tuple(config.seed + i for i in range(3)),
@@ -138,6 +140,7 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
                                "dataset": corpus.spec, "dataset_digest": corpus.digest,
                                "seq_len": seq_len, "windows": len(windows.input_ids),
                                "bos": windows.bos, "code_version": code_version(),
+                               **{f"arch.{k}": v for k, v in architecture(model).items()},
                                **{f"setting.{k}": v for k, v in config.result_settings().items()}})
             _log_dataset(mlflow, corpus)
         metrics = client.get_run(parent_id).data.metrics
@@ -150,6 +153,7 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
             mlflow.log_metrics({"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte,
                                 "nll_fp_total_nats": fp.total_nats, "quantized_params": d,
                                 "total_params": count_params(model),
+                                "non_embedding_params": non_embedding_params(model),
                                 **({"train_tokens": entry.train_tokens} if entry.train_tokens else {})})
         logged = {a.path for a in client.list_artifacts(parent_id, "landscape")}
         if config.landscape_step_db > 0 and "landscape/profile.png" not in logged:
@@ -197,35 +201,13 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
 
 def _log_landscape(mlflow, model, targets, windows, config: SweepConfig, name: str) -> None:
     """The typical radial profile (3 seeded random directions) as CSV and plot (Xu Fig. 1–2)."""
-    import matplotlib
+    from pipelines.landscape import Landscape
+    from pipelines.landscape_run import directions_for, log_profile, snr_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    from pipelines.landscape import Landscape, random_direction
-
-    grid = [float(x) for x in _frange(0.0, 40.0, config.landscape_step_db)]
+    directions, _ = directions_for(model, targets, [config.seed + i for i in range(3)], [])
     land = Landscape(model, targets, windows, config.batch_size)
-    directions = {f"random-{config.seed + i}": random_direction(targets, config.seed + i) for i in range(3)}
-    points = pd.DataFrame([p.__dict__ for p in land.profile(directions, grid)])
-    mlflow.log_table(points, "landscape/profile.json")
-    mlflow.log_text(points.to_csv(index=False), "landscape/profile.csv")
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for direction, rows in points.groupby("direction"):
-        ax.plot(rows["snr_db"], rows["nll"], marker=".", label=direction)
-    ax.set_xlabel("perturbation SNR (dB)")
-    ax.set_ylabel("NLL (nats/token)")
-    ax.set_title(f"{name}: radial loss landscape")
-    ax.legend()
-    fig.tight_layout()
-    mlflow.log_figure(fig, "landscape/profile.png")
-    plt.close(fig)
-
-
-def _frange(start: float, stop: float, step: float):
-    n = int(round((stop - start) / step))
-    return [start + i * step for i in range(n + 1)]
+    points = land.profile(directions, snr_grid(config.landscape_step_db, 40.0))
+    log_profile(mlflow, points, f"{name}: radial loss landscape")
 
 
 def _log_plots(mlflow, name, results, fp) -> None:
@@ -287,60 +269,16 @@ def variant_count(config: SweepConfig) -> int:
     return len(config.models) * len(parse_formats(list(config.formats))) * len(config.methods)
 
 
-def _sweep_in_worker(task) -> dict:
-    """One base model of a sweep in a worker process: its own client on the same store."""
-    import sys
-
-    import mlflow
-    import torch
-    from mlflow import MlflowClient
-
-    config, entry, tracking_uri, experiment_id, root_run_id, threads = task
-    torch.set_num_threads(threads)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment_id=experiment_id)
-    label = entry.name or _short_name(entry.spec)
-
-    def say(message):
-        print(f"  [{label}] {message}", file=sys.stderr, flush=True)
-
-    return sweep_model(mlflow, MlflowClient(), experiment_id, config, entry, say, root_run_id)
-
-
-def _sweep_models(mlflow, client, experiment_id, config, root_run_id, say, done, workers) -> dict:
-    """Sweep every model: in this process, or one model per worker process (`workers` > 1).
-
-    The unit of work is a base model — its weights are loaded once and all its variants measured
-    there — and each unit logs its own runs, so any executor that can call `_sweep_in_worker`
-    (a process pool here, a cluster later) leaves the same run tree.
-    """
-    if workers <= 1 or len(config.models) <= 1:
-        return {entry.spec: sweep_model(mlflow, client, experiment_id, config, entry, say,
-                                        root_run_id, done) for entry in config.models}
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    workers = min(workers, len(config.models))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    tasks = {entry.spec: (config, entry, mlflow.get_tracking_uri(), experiment_id, root_run_id, threads)
-             for entry in config.models}
-    results = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_sweep_in_worker, task): spec for spec, task in tasks.items()}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            for _ in results[futures[future]]:
-                done()
-    return {entry.spec: results[entry.spec] for entry in config.models}
-
-
 def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
-              done=lambda: None, workers: int = 1) -> dict:
+              done=lambda: None, workers: int = 1, executor=None) -> dict:
     """Run a whole sweep into `tracking_uri` (default: MLflow's own default store).
 
     `say(message)` reports each step; `done()` is called once per variant, reused or measured;
-    `workers` > 1 sweeps that many models at once in separate processes.
+    `executor` (see `sweep_executors`) places the per-model units; by default `workers` > 1
+    sweeps that many models at once in separate processes.
     """
+    from pipelines.sweep_executors import SweepUnit, executor_for
+
     import mlflow
     from mlflow import MlflowClient
 
@@ -358,7 +296,11 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
     # it (otherwise the first model run would *become* the project run and clash with its params).
     root_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     start = time.perf_counter()
-    results = _sweep_models(mlflow, client, experiment_id, config, root_run_id, say, done, workers)
+    executor = executor or executor_for(workers)
+    units = [SweepUnit(config, entry, mlflow.get_tracking_uri(), experiment_id, root_run_id)
+             for entry in config.models]
+    by_spec = {unit.entry.spec: result for unit, result in executor.run(units, say, done)}
+    results = {entry.spec: by_spec[entry.spec] for entry in config.models}
     say(f"sweep {config.experiment}: {sum(len(r) for r in results.values())} variants "
         f"in {time.perf_counter() - start:.0f} s")
     return results

@@ -57,3 +57,30 @@ def trained_model_dir(tmp_path_factory, docs_text):
     spec = TinySpec(hidden=64, layers=2, heads=4, intermediate=160, context=128, steps=120,
                     batch=8, seq_len=64, vocab_size=512)
     return ensure_tiny_model(tmp_path_factory.mktemp("models"), spec, text=docs_text[:300_000])
+
+
+@pytest.fixture(scope="session")
+def _migrated_store(tmp_path_factory):
+    """An empty sqlite tracking store with MLflow's schema already created (that costs ~5 s)."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, _migrated_store, monkeypatch):
+    """A fresh sqlite store for this test (tracking and registry), set as MLflow's default."""
+    import shutil
+
+    import mlflow
+
+    path = tmp_path / "mlflow.db"
+    shutil.copyfile(_migrated_store, path)
+    uri = f"sqlite:///{path}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    yield uri
+    mlflow.end_run()

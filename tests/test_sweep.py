@@ -41,6 +41,10 @@ def test_sweep_logs_a_parent_per_model_and_a_child_per_variant(trained_model_dir
     assert parent.info.status == "FINISHED"
     assert parent.data.params["dataset_digest"] and parent.data.params["seq_len"] == "64"
     assert parent.data.metrics["nll_fp"] > 0 and parent.data.metrics["quantized_params"] > 0
+    assert parent.data.params["arch.layers"] == "2" and parent.data.params["arch.kv_heads"] == "2"
+    assert parent.data.params["arch.context_length"] == "128"
+    assert parent.data.metrics["quantized_params"] < parent.data.metrics["non_embedding_params"] \
+        < parent.data.metrics["total_params"]
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "plots")] == \
         ["plots/nll_vs_sqnr_and_bytes.png"]
     landscape = {a.path for a in client.list_artifacts(parent.info.run_id, "landscape")}
@@ -182,3 +186,67 @@ def test_workers_sweep_models_in_parallel_processes(trained_model_dir, tiny_gpt2
     for v in variants:
         by_parent[v.data.tags["mlflow.parentRunId"]] += 1
     assert sorted(by_parent.values()) == [4, 4]
+
+
+def test_a_failing_variant_is_logged_failed_and_the_sweep_goes_on(trained_model_dir, corpus_file,
+                                                                 tmp_path, monkeypatch):
+    import pipelines.features
+
+    measure_gptq = pipelines.features.measure_gptq
+
+    def broken_for_int4_chan(model, fmt, *args, **kwargs):  # a fault injected into one variant
+        if fmt.name == "int4_chan":
+            raise RuntimeError("Hessian is not positive definite")
+        return measure_gptq(model, fmt, *args, **kwargs)
+
+    monkeypatch.setattr(pipelines.features, "measure_gptq", broken_for_int4_chan)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "Error: 1 of 4 variants FAILED: mlflow-free · int4_chan · gptq; their runs hold the error, "
+        "re-run the sweep to retry them".replace("mlflow-free", Path(trained_model_dir).name))
+    client, all_runs = runs(uri)
+    variants = {r.info.run_name.split(" · ", 1)[1]: r for r in all_runs
+                if r.data.tags.get("ptq.kind") == "variant"}
+    failed = variants.pop("int4_chan · gptq")
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["ptq.error"] == "RuntimeError: Hessian is not positive definite"
+    assert "error.txt" in [a.path for a in client.list_artifacts(failed.info.run_id)]
+    assert len(variants) == 3 and all(r.info.status == "FINISHED" for r in variants.values())
+    parent = next(r for r in all_runs if r.data.tags.get("ptq.kind") == "model")
+    assert parent.info.status == "FINISHED"  # the model's other variants and plots are kept
+
+    monkeypatch.setattr(pipelines.features, "measure_gptq", measure_gptq)
+    again = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
+    assert again.exit_code == 0, again.output
+    assert again.output.count("reused run") == 3
+    _, all_runs = runs(uri)
+    finished = [r for r in all_runs if r.data.tags.get("ptq.kind") == "variant"
+                and r.info.status == "FINISHED"]
+    assert len(finished) == 4 and len({r.data.tags["ptq.variant_key"] for r in finished}) == 4
+
+
+def test_landscape_command_logs_random_and_rtn_profiles(trained_model_dir, corpus_file, tracking_uri):
+    import json
+
+    args = ["landscape", str(trained_model_dir), "--dataset", str(corpus_file), "--formats", "mxint3_32",
+            "--seeds", "0,1", "--step", "10", "--max-db", "30", "--max-windows", "2", "--seq-len", "64",
+            "--experiment", "land", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert len(report["points"]) == 3 * 4  # random-0, random-1, rtn mxint3_32 × {0, 10, 20, 30} dB
+    client, all_runs = runs(tracking_uri, "land")
+    (run,) = all_runs
+    assert run.info.status == "FINISHED" and run.data.tags["ptq.kind"] == "landscape"
+    assert run.data.metrics["sqnr_rtn_db.mxint3_32"] == report["sqnr_rtn_db"]["mxint3_32"] > 0
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "landscape")} == \
+        {"landscape/profile.csv", "landscape/profile.json", "landscape/profile.png"}
+    by = {(p["direction"], p["snr_db"]): p["nll"] for p in report["points"]}
+    # 0 dB noise is as large as the weights: clearly worse than fp; 30 dB is close to fp
+    assert by[("random-0", 0.0)] > by[("random-0", 10.0)] > report["nll_fp"]
+    assert by[("random-0", 0.0)] > report["nll_fp"] + 0.1
+    assert abs(by[("random-0", 30.0)] - report["nll_fp"]) < 0.05
+    bad = CliRunner().invoke(cli, ["landscape", str(trained_model_dir), "--seeds", "a,b"])
+    assert bad.exit_code == 2 and bad.output == "Error: --seeds takes comma-separated integers, not 'a,b'\n"
