@@ -69,18 +69,74 @@ def _migrated_store(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def tracking_uri(tmp_path, _migrated_store, monkeypatch):
-    """A fresh sqlite store for this test (tracking and registry), set as MLflow's default."""
+def _store_copy(source, tmp_path, monkeypatch):
+    """Copy a sqlite store into the test's folder and make it MLflow's tracking and registry URI."""
     import shutil
 
     import mlflow
 
     path = tmp_path / "mlflow.db"
-    shutil.copyfile(_migrated_store, path)
+    shutil.copyfile(source, path)
     uri = f"sqlite:///{path}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    yield uri
+    return uri
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, _migrated_store, monkeypatch):
+    """A fresh sqlite store for this test (tracking and registry), set as MLflow's default."""
+    import mlflow
+
+    yield _store_copy(_migrated_store, tmp_path, monkeypatch)
+    mlflow.end_run()
+
+
+SWEEP_FORMATS = ("mxint3_32", "mxint4_32", "mxfp4_e2m1_32", "int4_chan")
+
+
+@pytest.fixture(scope="session")
+def sweep_store(tmp_path_factory, trained_model_dir, docs_text, _migrated_store):
+    """A real sweep of three tiny models (two families) × SWEEP_FORMATS × {rtn, gptq}: its sqlite file.
+
+    Session-scoped (~1 min); tests copy the file, so each gets its own store with the same runs.
+    """
+    import shutil
+
+    from pipelines.model_set import ModelEntry
+    from pipelines.sweep import SweepConfig, run_sweep
+
+    root = tmp_path_factory.mktemp("sweep")
+    models = root / "models"
+    small = ensure_tiny_model(models, TinySpec(hidden=48, layers=2, heads=4, intermediate=128, context=128,
+                                               steps=80, batch=8, seq_len=64, vocab_size=512),
+                              text=docs_text[:300_000])
+    gpt2 = ensure_tiny_model(models, TinySpec(arch="gpt2", hidden=64, layers=2, heads=4, intermediate=160,
+                                              context=128, steps=80, batch=8, seq_len=64, vocab_size=512),
+                             text=docs_text[:300_000])
+    corpus = root / "docs.txt"
+    corpus.write_text(docs_text[:400_000], encoding="utf-8")
+    path = root / "mlflow.db"
+    shutil.copyfile(_migrated_store, path)
+    entries = (ModelEntry(str(trained_model_dir), family="llama-tiny", name="llama-64", train_tokens=120 * 8 * 64),
+               ModelEntry(str(small), family="llama-tiny", name="llama-48", train_tokens=80 * 8 * 64),
+               ModelEntry(str(gpt2), family="gpt2-tiny", name="gpt2-64", train_tokens=80 * 8 * 64))
+    config = SweepConfig(models=entries, formats=SWEEP_FORMATS, dataset=str(corpus), experiment="ptq-sweep",
+                         seq_len=64, max_windows=3, calibration_size=4, damp=0.01, landscape_step_db=0)
+    cwd = os.getcwd()
+    os.chdir(root)  # artifacts land next to the store
+    try:
+        run_sweep(config, f"sqlite:///{path}", say=lambda message: None)
+    finally:
+        os.chdir(cwd)
+    return path
+
+
+@pytest.fixture
+def swept_uri(tmp_path, sweep_store, monkeypatch):
+    """This test's own copy of the sweep store, set as MLflow's tracking and registry URI."""
+    import mlflow
+
+    yield _store_copy(sweep_store, tmp_path, monkeypatch)
     mlflow.end_run()

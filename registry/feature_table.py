@@ -1,0 +1,97 @@
+"""The loss predictor's training table, read from sweep runs in the tracking store (never files).
+
+One row per (base model, format): the parent run gives the model's facts (D = quantized params,
+NLL_fp), the RTN child run the cheap features (SQNR_rtn, NLL_rtn, slope), the GPTQ child run the
+target (NLL after GPTQ, Xu et al. §3). Rows without a GPTQ run can still be predicted, not learned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Xu et al.'s predictor inputs (App. D): D, NLL_fp, SQNR_rtn, NLL_rtn, slope, P, E, K
+FEATURES = ("quantized_params", "nll_fp", "sqnr_rtn_db", "nll_rtn", "slope_rtn",
+            "precision", "exp_bits", "block_size")
+TARGET = "nll_gptq"
+IDENTITY = ("model", "model_family", "format", "format_family", "dataset_digest",
+            "parent_run_id", "rtn_run_id", "gptq_run_id", "experiment_id")
+
+
+class FeatureTableError(LookupError):
+    """No usable runs where the table was asked for."""
+
+
+@dataclass(frozen=True)
+class TableQuery:
+    """Which sweep runs feed the table: experiments by name, optionally one model family/dataset."""
+
+    experiments: tuple[str, ...] = ("ptq-sweep",)
+    families: tuple[str, ...] = ()
+    dataset_digest: str | None = None
+
+
+def _runs(mlflow, experiment_ids, kind: str):
+    return mlflow.search_runs(experiment_ids, filter_string=f"tags.`ptq.kind` = '{kind}' and "
+                              "attributes.status = 'FINISHED'", max_results=100_000)
+
+
+def _column(frame, name, default=None):
+    return frame[name] if name in frame.columns else default
+
+
+def build_feature_table(query: TableQuery = TableQuery(), client=None):
+    """A pandas DataFrame: IDENTITY columns, FEATURES, nll_gptq (NaN when not measured), bpb_*."""
+    import mlflow
+    import pandas as pd
+
+    client = client or mlflow.MlflowClient()
+    ids = []
+    for name in query.experiments:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            known = sorted(e.name for e in client.search_experiments())
+            raise FeatureTableError(f"no experiment {name!r} in {mlflow.get_tracking_uri()} "
+                                    f"(there are: {', '.join(known) or 'none'}); run a sweep first")
+        ids.append(experiment.experiment_id)
+    parents, variants = _runs(mlflow, ids, "model"), _runs(mlflow, ids, "variant")
+    if parents.empty or variants.empty:
+        raise FeatureTableError(f"no finished sweep runs in experiment(s) {', '.join(query.experiments)}")
+    models = pd.DataFrame({
+        "parent_run_id": parents["run_id"],
+        "experiment_id": parents["experiment_id"],
+        "model": parents["tags.mlflow.runName"],
+        "model_family": _column(parents, "params.family").fillna("unknown"),
+        "dataset_digest": parents["params.dataset_digest"],
+        "quantized_params": parents["metrics.quantized_params"],
+        "nll_fp": parents["metrics.nll_fp"],
+        "bpb_fp": parents["metrics.bpb_fp"],
+        "train_tokens": _column(parents, "metrics.train_tokens", float("nan")),
+    })
+    if query.families:
+        models = models[models["model_family"].isin(query.families)]
+    if query.dataset_digest:
+        models = models[models["dataset_digest"] == query.dataset_digest]
+    variants = variants.rename(columns={"tags.mlflow.parentRunId": "parent_run_id"})
+    rtn = variants[variants["params.method"] == "rtn"]
+    gptq = variants[variants["params.method"] == "gptq"]
+    rtn = pd.DataFrame({
+        "parent_run_id": rtn["parent_run_id"], "format": rtn["params.format"],
+        "format_family": rtn["params.family"], "rtn_run_id": rtn["run_id"],
+        "precision": rtn["params.precision"].astype(float),
+        "exp_bits": rtn["params.exp_bits"].astype(float),
+        "block_size": rtn["params.block_size"].astype(float),
+        "sqnr_rtn_db": rtn["metrics.sqnr_rtn_db"], "nll_rtn": rtn["metrics.nll_rtn"],
+        "slope_rtn": rtn["metrics.slope_rtn"], "bpb_rtn": rtn["metrics.bpb_rtn"],
+        "bits_per_weight": rtn["metrics.bits_per_weight"], "bytes": rtn["metrics.bytes"],
+    })
+    gptq = pd.DataFrame({
+        "parent_run_id": gptq["parent_run_id"], "format": gptq["params.format"],
+        "gptq_run_id": gptq["run_id"], "nll_gptq": gptq["metrics.nll_gptq"],
+        "bpb_gptq": gptq["metrics.bpb_gptq"], "sqnr_gptq_db": gptq["metrics.sqnr_gptq_db"],
+    })
+    table = models.merge(rtn, on="parent_run_id").merge(gptq, on=["parent_run_id", "format"], how="left")
+    table = table.dropna(subset=list(FEATURES))
+    if table.empty:
+        raise FeatureTableError("the sweep runs have no complete RTN feature rows "
+                                f"(families {list(query.families) or 'all'}, dataset {query.dataset_digest or 'any'})")
+    return table.sort_values(["model", "format"]).reset_index(drop=True)

@@ -1,0 +1,106 @@
+"""The loss predictor fitted on a real tiny sweep, registered, promoted and reloaded."""
+
+import math
+
+import mlflow
+import numpy as np
+import pytest
+
+from registry.feature_table import FEATURES, FeatureTableError, TableQuery, build_feature_table
+from registry.predictor_evaluation import evaluate_recipe
+from registry.predictor_registry import (PREDICTOR, PredictorNotFoundError, load_predictor,
+                                         register_evaluation)
+
+from tests.conftest import SWEEP_FORMATS
+
+POOR = {"kind": "rf", "base": "none", "n_estimators": 1, "max_depth": 1}
+
+
+def test_feature_table_joins_parent_rtn_and_gptq_runs(swept_uri):
+    table = build_feature_table()
+    assert len(table) == 3 * len(SWEEP_FORMATS)
+    assert sorted(set(table["model"])) == ["gpt2-64", "llama-48", "llama-64"]
+    assert dict(table.groupby("model_family").size()) == {"gpt2-tiny": 4, "llama-tiny": 8}
+    assert np.isfinite(table[list(FEATURES) + ["nll_gptq"]].to_numpy()).all()
+    row = table[(table["model"] == "llama-64") & (table["format"] == "mxint4_32")].iloc[0]
+    rtn = mlflow.get_run(row["rtn_run_id"])
+    assert rtn.data.metrics["nll_rtn"] == row["nll_rtn"] and rtn.data.params["method"] == "rtn"
+    assert mlflow.get_run(row["gptq_run_id"]).data.metrics["nll"] == row["nll_gptq"]
+    assert (row["precision"], row["exp_bits"], row["block_size"]) == (4, 0, 32)
+    assert len(build_feature_table(TableQuery(families=("gpt2-tiny",)))) == 4
+    with pytest.raises(FeatureTableError, match="no experiment 'nope'.*there are: Default, ptq-sweep"):
+        build_feature_table(TableQuery(experiments=("nope",)))
+
+
+def test_register_reload_and_predict_the_same(swept_uri):
+    table = build_feature_table()
+    held = evaluate_recipe({"kind": "rf"}, table, holdout_models=("llama-48",))
+    assert {"lofo_mae", "lofo_rmse", "lofo_r2", "lofo_spearman", "lofo_coverage", "holdout_mae"} <= \
+        set(held.metrics)
+    # 8 training rows cannot support a 90 % conformal interval (needs ⌈9·0.9⌉ = 9 residuals): say so
+    assert held.halfwidth == math.inf
+    assert math.isfinite(evaluate_recipe({"kind": "rf"}, table, ("llama-48",), alpha=0.2).halfwidth)
+    evaluation = evaluate_recipe({"kind": "rf"}, table)
+    version, decision = register_evaluation(evaluation, table, TableQuery())
+    assert str(version.version) == "1" and decision.startswith("champion: first version")
+    assert version.aliases == ["champion"] and version.tags["families"] == "gpt2-tiny,llama-tiny"
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{PREDICTOR}@champion")
+    served = pyfunc.predict(table)
+    loaded = load_predictor("champion")
+    assert loaded.version == "1"
+    np.testing.assert_allclose(served["nll_gptq"], evaluation.predictor.predict(table), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(loaded.predict(table)["nll_gptq"], served["nll_gptq"], rtol=0, atol=0)
+    width = loaded.spec["halfwidth"]
+    assert math.isfinite(width) and np.allclose(served["upper"] - served["lower"], 2 * width)
+    run = mlflow.get_run(version.run_id)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
+    assert artifacts == {"plots/predicted_vs_observed.png", "plots/feature_importance.png"}
+    lineage = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/lineage/training_runs.json")["runs"]
+    assert set(table["gptq_run_id"]) <= set(lineage)
+
+
+def test_champion_moves_only_when_beaten_on_the_same_evaluation(swept_uri):
+    table = build_feature_table()
+    client = mlflow.MlflowClient()
+    poor = evaluate_recipe(POOR, table)
+    good = evaluate_recipe({"kind": "rf"}, table)
+    assert good.metrics["lofo_mae"] < poor.metrics["lofo_mae"]
+    register_evaluation(poor, table, TableQuery())
+    version, decision = register_evaluation(good, table, TableQuery())
+    assert decision.startswith("champion: LOFO MAE") and decision.endswith("of version 1 (recorded)")
+    assert client.get_model_version_by_alias(PREDICTOR, "champion").version == 2
+    version, decision = register_evaluation(evaluate_recipe(POOR, table), table, TableQuery())
+    assert decision.startswith("challenger") and version.aliases == ["challenger"]
+    assert client.get_model_version_by_alias(PREDICTOR, "champion").version == 2
+    # a different held-out evaluation: the champion's recipe is re-evaluated on it, not trusted
+    other = evaluate_recipe(POOR, table, holdout_models=("llama-48",))
+    version, decision = register_evaluation(other, table, TableQuery(), ("llama-48",))
+    assert decision.startswith("challenger") and decision.endswith("(its recipe re-evaluated here)")
+    with pytest.raises(ValueError, match="at least 2 model families"):
+        evaluate_recipe(POOR, table, holdout_models=("gpt2-64",))
+
+
+def test_no_champion_is_a_clear_error(tracking_uri):
+    with pytest.raises(PredictorNotFoundError, match="no registered model 'ptq-loss-predictor'.*advisor fit-predictor"):
+        load_predictor("champion")
+
+
+@pytest.mark.parametrize("kind", ["rf", "xgb"])
+def test_trees_as_json_predict_like_the_library_and_explain_additively(kind):
+    import pandas as pd
+
+    from registry.loss_predictor import LossPredictor
+    from registry.tree_json import TreeEnsemble, ensemble_to_json
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(200, len(FEATURES))) * [1e6, 1, 10, 1, 1e-3, 3, 2, 32],
+                         columns=list(FEATURES))
+    y = frame["nll_fp"] + np.sin(frame["sqnr_rtn_db"]) + 0.1 * rng.normal(size=200)
+    regressor = LossPredictor(kind=kind, base="none").fit(frame, y).regressor_
+    ensemble = TreeEnsemble(ensemble_to_json(regressor))
+    reference = regressor.predict(frame[list(FEATURES)].to_numpy())
+    # scikit-learn accumulates in float64 (exact); XGBoost sums its leaves in float32
+    np.testing.assert_allclose(ensemble.predict(frame.to_numpy()), reference, rtol=0,
+                               atol=1e-12 if kind == "rf" else 1e-5)
+    bias, parts = ensemble.contributions(frame.to_numpy()[0])
+    assert bias + parts.sum() == pytest.approx(reference[0], abs=1e-5)
