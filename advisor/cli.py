@@ -6,7 +6,6 @@ Heavy libraries (torch, transformers) are imported inside the commands that need
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -14,42 +13,10 @@ from pathlib import Path
 
 import click
 
-from pipelines.quantize.formats import GRAMMAR, PRESETS, FormatError, parse_formats
+from advisor.errors import AdvisorError, SweepFailed, friendly_errors
+from pipelines.quantize.formats import GRAMMAR, PRESETS, parse_formats
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
-class SweepFailed(click.ClickException):
-    """Some variants failed (exit 1); everything else was logged."""
-
-    exit_code = 1
-
-
-class AdvisorError(click.ClickException):
-    """Bad input or an unusable resource: one line on stderr, exit status 2."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        click.echo(f"Error: {self.format_message()}", err=True)
-
-
-def friendly_errors(command):
-    """Turn the pipelines' input errors into one-line AdvisorErrors (no traceback)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from pipelines.corpus import CorpusError
-        from pipelines.model_source import ModelLoadError
-
-        try:
-            return command(*args, **kwargs)
-        except (FormatError, CorpusError, ModelLoadError) as err:
-            raise AdvisorError(str(err)) from None
-        except (ValueError, FloatingPointError) as err:
-            raise AdvisorError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
-
-    return wrapper
 
 
 def cache_dir() -> Path:
@@ -403,6 +370,12 @@ def landscape(model, gguf_file, dataset, formats_spec, seeds, step, max_db, seq_
                f"{len(result['points'])} profile points")
     for name, value in result["sqnr_rtn_db"].items():
         click.echo(f"  {name}: RTN SQNR {value:.2f} dB")
+
+
+from advisor.registry_commands import fit_predictor, registry  # noqa: E402  (commands defined elsewhere)
+
+cli.add_command(fit_predictor)
+cli.add_command(registry)
 
 
 def main():  # pragma: no cover - console entry point

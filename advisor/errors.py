@@ -1,0 +1,46 @@
+"""How the CLI fails: one line on stderr and a documented exit status, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from pipelines.quantize.formats import FormatError
+
+
+class SweepFailed(click.ClickException):
+    """Some variants failed (exit 1); everything else was logged."""
+
+    exit_code = 1
+
+
+class AdvisorError(click.ClickException):
+    """Bad input or an unusable resource: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def friendly_errors(command):
+    """Turn the pipelines' input errors into one-line AdvisorErrors (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from pipelines.corpus import CorpusError
+        from pipelines.model_source import ModelLoadError
+
+        try:
+            return command(*args, **kwargs)
+        except (FormatError, CorpusError, ModelLoadError) as err:
+            raise AdvisorError(str(err)) from None
+        except (ValueError, FloatingPointError) as err:
+            raise AdvisorError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        except LookupError as err:  # the registry's "not found" errors; a KeyError is a bug
+            if isinstance(err, (KeyError, IndexError)):
+                raise
+            raise AdvisorError(str(err)) from None
+
+    return wrapper

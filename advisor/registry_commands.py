@@ -1,0 +1,127 @@
+"""`advisor fit-predictor` and `advisor registry …`: fitting and reviewing the registered models."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from advisor.errors import AdvisorError, friendly_errors
+
+TRACKING_HELP = "MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]."
+
+
+def _use_store(tracking_uri):
+    import mlflow
+
+    from pipelines.sweep import TrackingError, check_tracking_server
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        check_tracking_server(mlflow.get_tracking_uri())
+    except TrackingError as err:
+        raise AdvisorError(str(err)) from None
+    return mlflow.MlflowClient()
+
+
+@click.command("fit-predictor")
+@click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
+              help="Sweep experiment(s) whose runs are the training data (repeatable).")
+@click.option("--family", "families", multiple=True, help="Only these model families (repeatable).")
+@click.option("--dataset-digest", default=None, help="Only runs evaluated on this dataset.")
+@click.option("--kind", type=click.Choice(["rf", "xgb", "both"]), default="both", show_default=True,
+              help="Random forest (Xu et al.: 120 trees, depth 8), XGBoost, or one version of each.")
+@click.option("--base", type=click.Choice(["nll_fp", "nll_rtn", "none"]), default="nll_fp", show_default=True,
+              help="Learn NLL_gptq minus this column (none = the paper's absolute NLL).")
+@click.option("--holdout", "holdouts", multiple=True,
+              help="Model (parent run name) kept out of the fit and reported as a test set (repeatable).")
+@click.option("--alpha", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,
+              help="Interval miscoverage: 0.1 gives 90 % conformal intervals.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print each fit's version, decision and metrics as JSON.")
+@friendly_errors
+def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, alpha, seed, tracking_uri,
+                  as_json):
+    """Fit the loss predictor on sweep runs and register it as ptq-loss-predictor.
+
+    Every fit is judged leave-one-family-out; the champion alias moves only when the new version
+    beats it on the same held-out evaluation, otherwise the new version becomes the challenger.
+    """
+    from registry.feature_table import TableQuery, build_feature_table
+    from registry.predictor_evaluation import evaluate_recipe
+    from registry.predictor_registry import register_evaluation
+
+    client = _use_store(tracking_uri)
+    query = TableQuery(tuple(experiments), tuple(families), dataset_digest)
+    table = build_feature_table(query, client)
+    results = []
+    for recipe_kind in (["rf", "xgb"] if kind == "both" else [kind]):
+        recipe = {"kind": recipe_kind, "base": base, "seed": seed}
+        if recipe_kind == "xgb":
+            recipe |= {"n_estimators": 300, "max_depth": 4, "learning_rate": 0.05}
+        evaluation = evaluate_recipe(recipe, table, holdouts, alpha)
+        version, decision = register_evaluation(evaluation, table, query, holdouts, client=client)
+        results.append({"name": version.name, "version": str(version.version), "kind": recipe_kind,
+                        "decision": decision, "rows": evaluation.train_rows, "metrics": evaluation.metrics})
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        m = r["metrics"]
+        click.echo(f"{r['name']}/{r['version']} ({r['kind']}, {r['rows']} rows): LOFO MAE {m['lofo_mae']:.4f} "
+                   f"nats/token, Spearman {m['lofo_spearman']:.3f}, {1 - alpha:.0%} interval "
+                   f"±{m['halfwidth']:.4f} (coverage {m['lofo_coverage']:.0%})")
+        click.echo(f"  {r['decision']}")
+
+
+@click.group()
+def registry():
+    """List registered versions and trace where they came from."""
+
+
+@registry.command("versions")
+@click.argument("name", default="ptq-loss-predictor")
+@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def versions(name, tracking_uri, as_json):
+    """Versions of registered model NAME, newest first, with aliases and headline tags."""
+    from registry.versions import VersionNotFoundError
+
+    client = _use_store(tracking_uri)
+    found = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version))
+    if not found:
+        raise VersionNotFoundError(f"no registered model {name!r} has any version")
+    # search results leave aliases out; a version fetched on its own carries them
+    found = [client.get_model_version(name, v.version) for v in found]
+    rows = [{"version": str(v.version), "aliases": list(v.aliases), "run_id": v.run_id,
+             "description": v.description, "tags": dict(v.tags)} for v in found]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        aliases = f" [{', '.join(r['aliases'])}]" if r["aliases"] else ""
+        click.echo(f"{name}/{r['version']}{aliases}: {r['description'] or ''}")
+
+
+@registry.command("lineage")
+@click.argument("reference")
+@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def lineage(reference, tracking_uri, as_json):
+    """Where REFERENCE (name/3, name@champion, models:/…) came from: its fit run and data."""
+    from registry.lineage import version_lineage
+    from registry.versions import parse_reference
+
+    client = _use_store(tracking_uri)
+    name, ref = parse_reference(reference)
+    info = version_lineage(client, name, ref)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{info['name']}/{info['version']} (aliases: {', '.join(info['aliases']) or 'none'})")
+    click.echo(f"  fitted in run {info['run_id']} ({info['run_name']}), experiment {info['experiment']}")
+    click.echo(f"  trained on {len(info['training_runs'])} runs; source: {info['source'] or 'these runs'}")
