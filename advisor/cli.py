@@ -372,10 +372,10 @@ def landscape(model, gguf_file, dataset, formats_spec, seeds, step, max_db, seq_
         click.echo(f"  {name}: RTN SQNR {value:.2f} dB")
 
 
-from advisor.registry_commands import fit_predictor, registry  # noqa: E402  (commands defined elsewhere)
+from advisor.registry_commands import fit_predictor, fit_qid, registry  # noqa: E402  (defined elsewhere)
 
-cli.add_command(fit_predictor)
-cli.add_command(registry)
+for command in (fit_predictor, fit_qid, registry):
+    cli.add_command(command)
 
 
 def main():  # pragma: no cover - console entry point

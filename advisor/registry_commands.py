@@ -76,6 +76,54 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
         click.echo(f"  {r['decision']}")
 
 
+@click.command("fit-qid")
+@click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
+              help="Sweep experiment(s) whose runs are the data (repeatable); models need train_tokens.")
+@click.option("--family", "families", multiple=True, help="Only these model families (repeatable).")
+@click.option("--bootstrap", type=click.IntRange(10, 10_000), default=200, show_default=True,
+              help="Bootstrap resamples for the 95 % confidence intervals.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the fitted laws as JSON.")
+@friendly_errors
+def fit_qid(experiments, families, bootstrap, seed, tracking_uri, as_json):
+    """Fit the QiD law ΔqLoss = k·D^β/(N^α·P^γ) per method and format family; register qid-law.
+
+    N is non-embedding parameters, D training tokens (the models file's train_tokens), P bits.
+    Version 1 (the published Pythia/GPTQ fit) is seeded first if the registry is empty.
+    """
+    import warnings
+
+    from registry.feature_table import TableQuery, build_feature_table, qid_table
+    from registry.laws import QID_LAW, register_qid_fit, seed_published_laws
+    from registry.scaling_laws import fit_qid_from_table
+
+    client = _use_store(tracking_uri)
+    rows = qid_table(build_feature_table(TableQuery(tuple(experiments), tuple(families)), client))
+    if rows.empty:
+        raise AdvisorError("no swept model states its training tokens: give train_tokens in the "
+                           "sweep's --models-file, then sweep again")
+    with warnings.catch_warnings(record=True) as skipped:
+        warnings.simplefilter("always")
+        fits = fit_qid_from_table(rows, n_bootstrap=bootstrap, seed=seed)
+    seed_published_laws(client)
+    runs = sorted(set(rows["run_id"]) | set(rows["parent_run_id"]))
+    version = register_qid_fit(fits, runs, f"QiD law fitted on {len(rows)} variants of "
+                               f"{rows['model'].nunique()} models ({', '.join(experiments)})", client=client)
+    if as_json:
+        click.echo(json.dumps({"name": QID_LAW, "version": str(version.version), "fits": fits,
+                               "skipped": [str(w.message) for w in skipped]}, indent=2))
+        return
+    click.echo(f"{QID_LAW}/{version.version} (alias current), from {len(rows)} variants:")
+    for key, law in fits.items():
+        ci = law["intervals"]
+        click.echo(f"  {key}: k {law['k']:.4g}, α {law['alpha']:.3f} [{ci['alpha'][0]:.3f}, {ci['alpha'][1]:.3f}], "
+                   f"β {law['beta']:.3f} [{ci['beta'][0]:.3f}, {ci['beta'][1]:.3f}], "
+                   f"γ {law['gamma']:.3f} [{ci['gamma'][0]:.3f}, {ci['gamma'][1]:.3f}] ({law['n_rows']} rows)")
+    for w in skipped:
+        click.echo(f"  skipped: {w.message}")
+
+
 @click.group()
 def registry():
     """List registered versions and trace where they came from."""

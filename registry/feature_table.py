@@ -66,6 +66,7 @@ def build_feature_table(query: TableQuery = TableQuery(), client=None):
         "nll_fp": parents["metrics.nll_fp"],
         "bpb_fp": parents["metrics.bpb_fp"],
         "train_tokens": _column(parents, "metrics.train_tokens", float("nan")),
+        "non_embedding_params": _column(parents, "metrics.non_embedding_params", float("nan")),
     })
     if query.families:
         models = models[models["model_family"].isin(query.families)]
@@ -95,3 +96,19 @@ def build_feature_table(query: TableQuery = TableQuery(), client=None):
         raise FeatureTableError("the sweep runs have no complete RTN feature rows "
                                 f"(families {list(query.families) or 'all'}, dataset {query.dataset_digest or 'any'})")
     return table.sort_values(["model", "format"]).reset_index(drop=True)
+
+
+def qid_table(table):
+    """Rows for the QiD law (Ouyang et al.): N non-embedding params, D training tokens, P bits,
+    method, format family, delta_nll = NLL after quantization − NLL_fp (nats/token)."""
+    import pandas as pd
+
+    known = table.dropna(subset=["train_tokens", "non_embedding_params"])
+    parts = []
+    for method, column, run in (("rtn", "nll_rtn", "rtn_run_id"), ("gptq", "nll_gptq", "gptq_run_id")):
+        rows = known.dropna(subset=[column])
+        parts.append(pd.DataFrame({"N": rows["non_embedding_params"], "D": rows["train_tokens"],
+                                   "P": rows["precision"], "method": method, "family": rows["format_family"],
+                                   "delta_nll": rows[column] - rows["nll_fp"], "model": rows["model"],
+                                   "run_id": rows[run], "parent_run_id": rows["parent_run_id"]}))
+    return pd.concat(parts, ignore_index=True)

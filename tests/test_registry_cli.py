@@ -50,3 +50,18 @@ def test_fit_predictor_human_output_and_bad_inputs(swept_uri):
                  ["registry", "lineage", "nonsense"]):
         bad = CliRunner().invoke(cli, args)
         assert bad.exit_code == 2 and bad.output.startswith("Error: ") and bad.output.count("\n") == 1, bad.output
+
+
+def test_fit_qid_registers_a_law_fitted_on_the_sweep(swept_uri):
+    result = CliRunner().invoke(cli, ["fit-qid", "--bootstrap", "20", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["name"] == "qid-law" and report["version"] == "2"  # 1 = the published law
+    assert {"rtn/mxint", "gptq/mxint"} <= set(report["fits"])
+    for law in report["fits"].values():
+        assert law["k"] > 0 and law["n_rows"] >= 3
+        lo, hi = law["intervals"]["gamma"]
+        assert lo <= law["gamma"] <= hi
+    listed = json.loads(CliRunner().invoke(cli, ["registry", "versions", "qid-law", "--json"]).stdout)
+    assert [(r["version"], r["aliases"]) for r in listed] == [("2", ["current"]), ("1", [])]
+    assert "Ouyang" in listed[1]["tags"]["source"]
