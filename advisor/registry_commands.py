@@ -25,10 +25,21 @@ def _use_store(tracking_uri):
     return mlflow.MlflowClient()
 
 
+def sweep_data_options(command):
+    """--experiment / --family / --seed / --tracking-uri: which sweep runs a fit learns from."""
+    for option in reversed([
+        click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
+                     help="Sweep experiment(s) whose runs are the training data (repeatable)."),
+        click.option("--family", "families", multiple=True, help="Only these model families (repeatable)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--tracking-uri", default=None, help=TRACKING_HELP),
+    ]):
+        command = option(command)
+    return command
+
+
 @click.command("fit-predictor")
-@click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
-              help="Sweep experiment(s) whose runs are the training data (repeatable).")
-@click.option("--family", "families", multiple=True, help="Only these model families (repeatable).")
+@sweep_data_options
 @click.option("--dataset-digest", default=None, help="Only runs evaluated on this dataset.")
 @click.option("--kind", type=click.Choice(["rf", "xgb", "both"]), default="both", show_default=True,
               help="Random forest (Xu et al.: 120 trees, depth 8), XGBoost, or one version of each.")
@@ -38,8 +49,6 @@ def _use_store(tracking_uri):
               help="Model (parent run name) kept out of the fit and reported as a test set (repeatable).")
 @click.option("--alpha", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,
               help="Interval miscoverage: 0.1 gives 90 % conformal intervals.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print each fit's version, decision and metrics as JSON.")
 @friendly_errors
 def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, alpha, seed, tracking_uri,
@@ -77,13 +86,9 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
 
 
 @click.command("fit-qid")
-@click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
-              help="Sweep experiment(s) whose runs are the data (repeatable); models need train_tokens.")
-@click.option("--family", "families", multiple=True, help="Only these model families (repeatable).")
+@sweep_data_options
 @click.option("--bootstrap", type=click.IntRange(10, 10_000), default=200, show_default=True,
               help="Bootstrap resamples for the 95 % confidence intervals.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the fitted laws as JSON.")
 @friendly_errors
 def fit_qid(experiments, families, bootstrap, seed, tracking_uri, as_json):
