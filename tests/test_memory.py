@@ -1,0 +1,55 @@
+"""Budgets as typed, and the memory model against the real size of quantized tensors."""
+
+import pytest
+
+from advisor.memory import Architecture, BudgetError, MemoryPlan, kv_cache_bytes, parse_memory, weight_bytes
+from pipelines.architecture import architecture
+from pipelines.quantize.formats import parse_format
+from pipelines.quantize.rtn import count_params, rtn_quantized
+
+
+@pytest.mark.parametrize("text, expected, unit", [
+    ("8GB", 8 * 10**9, "GB"), ("8gb", 8 * 10**9, "gb"), ("8GiB", 8 * 2**30, "GiB"),
+    ("7.5G", 7_500_000_000, "GB"), ("512MB", 512 * 10**6, "MB"), (" 1.5 TiB ", int(1.5 * 2**40), "TiB"),
+    ("1e3MB", 10**9, "MB"), (".5GB", 5 * 10**8, "GB"),
+])
+def test_budgets_in_decimal_and_binary_units(text, expected, unit):
+    budget = parse_memory(text)
+    assert (budget.bytes, budget.unit) == (expected, unit)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "is not a size"), ("banana", "is not a size"), ("-8GB", "is not a size"),
+    ("8XB", "unknown unit 'XB'"), ("0GB", "at least one byte"), ("1e400GB", "too large"),
+    ("8", "is not a size"),
+])
+def test_bad_budgets_say_what_to_write(text, message):
+    with pytest.raises(BudgetError, match=message):
+        parse_memory(text)
+
+
+@pytest.mark.parametrize("fmt", ["mxint4_32", "mxfp6_e3m2_64", "int4_g128", "int8_chan", "int3_tens", None])
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])
+def test_memory_model_matches_the_quantized_tensors(model, fmt, request):
+    model = request.getfixturevalue(model)
+    facts = architecture(model)
+    arch = Architecture(layers=facts["layers"], hidden_size=facts["hidden_size"],
+                        intermediate_size=facts["intermediate_size"], heads=facts["heads"],
+                        kv_heads=facts["kv_heads"], head_dim=facts["head_dim"], total_params=count_params(model),
+                        gated_mlp=model.config.model_type != "gpt2", fused_qkv=model.config.model_type == "gpt2")
+    if fmt is None:
+        assert weight_bytes(arch, None) == count_params(model) * 2
+        return
+    with rtn_quantized(model, parse_format(fmt)) as report:
+        real = report.total_bytes
+    assert arch.quantized_params == report.quantized_params
+    assert weight_bytes(arch, parse_format(fmt)) == pytest.approx(real, rel=1e-9)
+
+
+def test_kv_cache_and_overhead():
+    # Llama-3-8B: 32 layers × 8 KV heads × 128 dims × 2 (K and V) × 2 bytes = 131072 bytes per token
+    assert kv_cache_bytes(32, 8, 128, context=1, batch=1) == 131072
+    plan = MemoryPlan(context=4096, batch=2, kv_bits=8, overhead=0.1)
+    total = plan.total(1e9, 32, 8, 128)
+    assert total == {"weights": 1e9, "kv_cache": 131072 / 2 * 4096 * 2, "overhead": 1e8,
+                     "total": 1e9 + 131072 / 2 * 4096 * 2 + 1e8}
