@@ -19,8 +19,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The demo measures a tiny model, then answers the product's question from the store
+# (sqlite:///mlflow.db here; seeded with the published laws and the catalog on first use).
 demo: $(STAMP)
 	$(BIN)/advisor demo
+	$(BIN)/advisor recommend --memory 8GB
 
 # References run from their own source checkouts under bench/.work (never vendored, never
 # installed into .venv); without network, put a checkout of microsoft/microxcaling there by hand.

@@ -17,6 +17,7 @@ from advisor.errors import AdvisorError, SweepFailed, friendly_errors
 from pipelines.quantize.formats import GRAMMAR, PRESETS, parse_formats
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def cache_dir() -> Path:
@@ -372,9 +373,11 @@ def landscape(model, gguf_file, dataset, formats_spec, seeds, step, max_db, seq_
         click.echo(f"  {name}: RTN SQNR {value:.2f} dB")
 
 
-from advisor.registry_commands import fit_predictor, fit_qid, registry  # noqa: E402  (defined elsewhere)
+from advisor.browse_commands import explain, models, pareto  # noqa: E402  (commands defined elsewhere)
+from advisor.recommend_command import recommend, seed  # noqa: E402
+from advisor.registry_commands import fit_predictor, fit_qid, registry  # noqa: E402
 
-for command in (fit_predictor, fit_qid, registry):
+for command in (fit_predictor, fit_qid, registry, recommend, seed, models, pareto, explain):
     cli.add_command(command)
 
 

@@ -12,8 +12,11 @@ TRACKING_HELP = "MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite
 
 
 def _use_store(tracking_uri):
+    import logging
+
     import mlflow
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # the CLI reports what matters itself
     from pipelines.sweep import TrackingError, check_tracking_server
 
     if tracking_uri:
@@ -141,16 +144,9 @@ def registry():
 @friendly_errors
 def versions(name, tracking_uri, as_json):
     """Versions of registered model NAME, newest first, with aliases and headline tags."""
-    from registry.versions import VersionNotFoundError
+    from registry.api import list_versions
 
-    client = _use_store(tracking_uri)
-    found = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version))
-    if not found:
-        raise VersionNotFoundError(f"no registered model {name!r} has any version")
-    # search results leave aliases out; a version fetched on its own carries them
-    found = [client.get_model_version(name, v.version) for v in found]
-    rows = [{"version": str(v.version), "aliases": list(v.aliases), "run_id": v.run_id,
-             "description": v.description, "tags": dict(v.tags)} for v in found]
+    rows = list_versions(name, _use_store(tracking_uri))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -24,7 +24,7 @@ def _first(config, names):
 
 
 def architecture(model) -> dict:
-    """Layers, widths, heads, KV heads, head dim (elements), context (tokens), vocab, tied embeddings."""
+    """Layers, widths, heads, KV heads, head dim (elements), context (tokens), vocab, tied, model type."""
     config = model.config
     facts = {key: _first(config, names) for key, names in _ALIASES.items()}
     if facts["intermediate_size"] is None and facts["hidden_size"]:
@@ -36,6 +36,7 @@ def architecture(model) -> dict:
     facts["head_dim"] = head_dim
     facts["context_length"] = model_context(model)
     facts["tied_embeddings"] = _tied(model)
+    facts["model_type"] = config.model_type  # selects the Linear layout (gated MLP, fused qkv)
     return facts
 
 

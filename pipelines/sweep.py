@@ -61,10 +61,17 @@ def short_name(spec: str) -> str:
 def _log_dataset(mlflow, corpus) -> None:
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.exceptions import MlflowException
 
     source = corpus.spec if corpus.source == "hub" else Path(corpus.spec).resolve().as_uri()
-    mlflow.log_input(MetaDataset(HTTPDatasetSource(source), name=Path(corpus.spec).name,
-                                 digest=corpus.digest[:16]), context="evaluation")
+    dataset = MetaDataset(HTTPDatasetSource(source), name=Path(corpus.spec).name, digest=corpus.digest[:16])
+    try:
+        mlflow.log_input(dataset, context="evaluation")
+    except MlflowException as err:
+        # two workers registering the same dataset at once: the loser finds it there and links it
+        if "UNIQUE constraint" not in str(err):
+            raise
+        mlflow.log_input(dataset, context="evaluation")
 
 
 def _child(client, mlflow, experiment_id, parent_id, name, key, params, work, say):

@@ -67,6 +67,10 @@ def build_feature_table(query: TableQuery = TableQuery(), client=None):
         "bpb_fp": parents["metrics.bpb_fp"],
         "train_tokens": _column(parents, "metrics.train_tokens", float("nan")),
         "non_embedding_params": _column(parents, "metrics.non_embedding_params", float("nan")),
+        "total_params": _column(parents, "metrics.total_params", float("nan")),
+        # architecture numbers for a KV-cache estimate (absent in runs older than these params)
+        **{name: pd.to_numeric(_column(parents, f"params.arch.{name}", float("nan")), errors="coerce")
+           for name in ("layers", "kv_heads", "head_dim")},
     })
     if query.families:
         models = models[models["model_family"].isin(query.families)]

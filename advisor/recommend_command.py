@@ -1,0 +1,291 @@
+"""`advisor recommend --memory 8GB` and `advisor seed`: the command users came for.
+
+No torch or transformers on this path: the registry answers from JSON documents and the
+memory model is arithmetic on the catalog's architecture numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from advisor.errors import AdvisorError, friendly_errors
+from advisor.registry_commands import TRACKING_HELP, _use_store
+
+RECOMMENDATION_EXPERIMENT = "ptq-recommendations"
+DEFAULT_FORMATS = "xu-mx36,classic-int"
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def ensure_seeded(client, experiments=("ptq-sweep",), say=_say) -> None:
+    """Seed the published laws and the candidate catalog when the store has none (says so)."""
+    from registry.catalog import CatalogNotFoundError, load_catalog
+    from registry.laws import seed_published_laws
+
+    seeded = seed_published_laws(client)
+    for name, version in seeded.items():
+        say(f"seeded {name}/{version.version} from the published coefficients (Ouyang et al. 2024)")
+    try:
+        load_catalog("current", client)
+    except CatalogNotFoundError:
+        version = refresh_catalog(client, experiments)
+        say(f"seeded ptq-candidate-catalog/{version.version} from the curated model list"
+            " and the swept models")
+
+
+def refresh_catalog(client, experiments=("ptq-sweep",)):
+    """Register the curated seed merged with the swept models (a new version only if it changed)."""
+    from registry.catalog import entries_from_runs, load_seed, merge, register_catalog
+
+    ids = [e.experiment_id for name in experiments if (e := client.get_experiment_by_name(name))]
+    measured = entries_from_runs(client, ids) if ids else []
+    return register_catalog(merge(load_seed(), measured),
+                            description=f"Curated public models + {len(measured)} swept models",
+                            source="seed+runs" if measured else "seed")
+
+
+@click.command()
+@click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
+              help="Sweep experiment(s) whose models are catalogued (repeatable).")
+@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@friendly_errors
+def seed(experiments, tracking_uri):
+    """Seed the store: published QiD / 16-bit laws and the candidate catalog (+ swept models)."""
+    client = _use_store(tracking_uri)
+    from registry.laws import seed_published_laws
+
+    for name, version in seed_published_laws(client).items():
+        click.echo(f"seeded {name}/{version.version} (published coefficients)")
+    version = refresh_catalog(client, experiments)
+    click.echo(f"ptq-candidate-catalog/{version.version} is current")
+
+
+def _measured_table(client, experiments, say):
+    from registry.feature_table import FeatureTableError, TableQuery, build_feature_table
+
+    try:
+        return build_feature_table(TableQuery(tuple(experiments)), client)
+    except FeatureTableError as err:
+        say(f"note: no measured candidates ({err})")
+        return None
+
+
+def collect_rows(client, models: str, formats: dict, methods, plan, experiments, say):
+    """Every candidate row for `models` ('all', 'measured' or names) × formats × methods.
+
+    Returns (rows, {registered model: version used}, [notes on skipped candidates]).
+    """
+    from advisor.recommend import catalog_rows, measured_rows
+    from registry.api import load_champion, load_current_law
+    from registry.catalog import load_catalog
+    from registry.predictor_registry import PredictorNotFoundError
+
+    chosen = methods
+    table = _measured_table(client, experiments, say)
+    measured_names = set() if table is None else set(table["model"])
+    catalog = load_catalog("current", client)
+    wanted = None if models in ("all", "measured") else {m.strip() for m in models.split(",") if m.strip()}
+    known = measured_names | {e.name for e in catalog.entries}
+    if wanted and wanted - known:
+        import difflib
+
+        bad = sorted(wanted - known)[0]
+        close = difflib.get_close_matches(bad, sorted(known), n=3)
+        raise AdvisorError(f"unknown model {bad!r}" + (f"; did you mean {', '.join(close)}?" if close else
+                                                       "; see `advisor models`"))
+    if models == "measured" and not measured_names:
+        raise AdvisorError("--models measured, but no sweep runs were found: run `advisor sweep` first")
+    rows, versions, notes = [], {"ptq-candidate-catalog": catalog.version}, []
+    if table is not None:
+        table = table[table["model"].isin(wanted)] if wanted else table
+        predictor = None
+        if "gptq" in chosen and not table.empty:
+            try:
+                predictor = load_champion(client)
+            except PredictorNotFoundError as err:
+                raise AdvisorError(f"{err}, or use --methods rtn") from None
+            versions[predictor.name] = predictor.version
+        rows += measured_rows(table, formats, chosen, plan, predictor)
+        if any(r.source == "predictor" and r.nll != r.nll for r in rows):
+            raise AdvisorError("the loss predictor returned NaN for some candidates: refit it "
+                               "(`advisor fit-predictor`) on runs that log every feature")
+    if models != "measured":
+        qid, loss16 = load_current_law("qid-law", client=client), load_current_law("loss16-law", client=client)
+        versions |= {qid.name: qid.version, loss16.name: loss16.version}
+        entries = [e for e in catalog.entries if e.name not in measured_names and (not wanted or e.name in wanted)]
+        more, skipped = catalog_rows(entries, formats, chosen, plan, qid, loss16,
+                                     f"ptq-candidate-catalog/{catalog.version}")
+        rows += more
+        notes += skipped
+    return rows, versions, notes
+
+
+@click.command()
+@click.option("--memory", "memory_text", required=True, metavar="SIZE",
+              help="Budget: 8GB = 8·10⁹ bytes, 8GiB = 8·2³⁰; decimals allowed (7.5G, 512MB).")
+@click.option("--models", default="all", show_default=True,
+              help="Comma-separated model names, 'measured' (swept models only) or 'all'.")
+@click.option("--formats", "formats_spec", default=DEFAULT_FORMATS, show_default=True,
+              help="Formats and/or presets (see `advisor formats`).")
+@click.option("--methods", default="rtn,gptq", show_default=True, help="rtn, gptq or both.")
+@click.option("--context", type=click.IntRange(0), default=0, show_default=True,
+              help="Tokens of KV cache per sequence to count; 0 = weights only.")
+@click.option("--batch", type=click.IntRange(1), default=None, help="Sequences in the KV cache [default: 1].")
+@click.option("--kv-bits", type=click.Choice(["16", "8"]), default=None, help="KV-cache precision [default: 16].")
+@click.option("--overhead", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Runtime overhead as a fraction of the weight bytes.")
+@click.option("--max-delta-nll", type=click.FloatRange(0), default=None,
+              help="Only rows losing at most this much NLL (nats/token) vs the same model at 16 bits.")
+@click.option("--top", type=click.IntRange(1, 1000), default=10, show_default=True, help="Rows to show.")
+@click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
+              help="Sweep experiment(s) holding measured candidates (repeatable).")
+@click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Draw the loss-vs-bytes frontier with the budget line to this PNG.")
+@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@click.option("--json", "as_json", is_flag=True, help="The recommendation as JSON (schema in README).")
+@friendly_errors
+def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bits, overhead, max_delta_nll,
+              top, experiments, plot, tracking_uri, as_json):
+    """Recommend the model + format + method predicted to lose least within a memory budget.
+
+    Measured models answer through the champion loss predictor (with a conformal interval);
+    catalog-only models through the QiD law on their fp loss. Rows rank by bits/byte, so models
+    with different tokenizers compare fairly. Every recommendation is logged as an MLflow run.
+    """
+    from advisor.memory import BudgetError, MemoryPlan, parse_memory
+    from advisor.recommend import NothingFits, choose, mark_pareto
+    from pipelines.quantize.formats import parse_formats
+
+    try:
+        budget = parse_memory(memory_text)
+    except BudgetError as err:
+        raise AdvisorError(str(err)) from None
+    if not context and (batch is not None or kv_bits is not None):
+        raise AdvisorError("--batch and --kv-bits size the KV cache: give --context too")
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if not chosen or set(chosen) - {"rtn", "gptq"}:
+        raise AdvisorError(f"--methods takes rtn, gptq or both (comma-separated), not {methods!r}")
+    formats = {f.name: f for f in parse_formats(formats_spec)}
+    plan = MemoryPlan(context=context, batch=batch or 1, kv_bits=int(kv_bits or 16), overhead=overhead)
+    say = (lambda message: None) if as_json else _say
+    client = _use_store(tracking_uri)
+    ensure_seeded(client, experiments, say=_say)
+
+    rows, versions, notes = collect_rows(client, models, formats, chosen, plan, experiments, say)
+    mark_pareto(rows)
+    try:
+        ranked = choose(rows, budget, max_delta_nll)
+    except NothingFits as err:
+        _log_recommendation(budget, plan, locals_for_log(memory_text, models, formats, chosen, max_delta_nll),
+                            versions, [], None)
+        raise click.ClickException(str(err)) from None  # exit 1: a valid question without an answer
+    report = _report(budget, plan, ranked[:top], versions, notes, len(rows), len(ranked))
+    report["run_id"] = _log_recommendation(budget, plan, locals_for_log(memory_text, models, formats, chosen,
+                                                                       max_delta_nll),
+                                           versions, report["rows"], report["winner"])
+    if plot:
+        _plot(rows, ranked[0], budget, plot)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print(report, budget, plan)
+
+
+def locals_for_log(memory_text, models, formats, methods, max_delta_nll) -> dict:
+    return {"memory": memory_text, "models": models, "formats": ",".join(formats), "methods": ",".join(methods),
+            "max_delta_nll": max_delta_nll}
+
+
+def _report(budget, plan, rows, versions, notes, candidates, fitting) -> dict:
+    shown = [r.as_dict(budget) for r in rows]
+    return {"schema": "ptq-advisor/recommendation/v1",
+            "budget": {"text": budget.text, "bytes": budget.bytes, "unit": budget.unit},
+            "memory_plan": {"context": plan.context, "batch": plan.batch, "kv_bits": plan.kv_bits,
+                            "overhead": plan.overhead},
+            "versions": versions, "candidates": candidates, "fitting": fitting,
+            "winner": shown[0], "rows": shown, "notes": notes}
+
+
+def _log_recommendation(budget, plan, inputs, versions, rows, winner) -> str:
+    import mlflow
+
+    mlflow.set_experiment(RECOMMENDATION_EXPERIMENT)
+    name = f"{budget.text}: " + (f"{winner['model']} · {winner['format']} · {winner['method']}" if winner
+                                 else "nothing fits")
+    with mlflow.start_run(run_name=name, tags={"ptq.kind": "recommendation"}) as run:
+        mlflow.log_params({**{k: v for k, v in inputs.items() if v is not None}, "budget_bytes": budget.bytes,
+                           "context": plan.context, "batch": plan.batch, "kv_bits": plan.kv_bits,
+                           "overhead": plan.overhead, **{f"version.{k}": v for k, v in versions.items()}})
+        if winner:
+            mlflow.log_metrics({"winner_bytes": winner["bytes"], "winner_bpb": winner["bpb"],
+                                "winner_nll": winner["nll"]})
+        mlflow.log_dict({"rows": rows, "versions": versions}, "recommendation.json")
+    return run.info.run_id
+
+
+def _fmt_interval(row) -> str:
+    if row["nll_lower"] is None:
+        return f"{row['nll']:.4f}"
+    if row["nll_upper"] == float("inf"):
+        return f"{row['nll']:.4f} ± ∞"
+    return f"{row['nll']:.4f} ± {(row['nll_upper'] - row['nll_lower']) / 2:.4f}"
+
+
+def _print(report, budget, plan) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Best under {budget.text} ({budget.bytes:,} bytes; weights + 16-bit rest"
+                        + (f" + KV cache {plan.context}×{plan.batch} at {plan.kv_bits} bits" if plan.context else "")
+                        + f" + {plan.overhead:.0%} overhead)")
+    for column in ("", "model", "format", "method", "size", "% budget", "NLL nats/tok", "bits/byte", "source"):
+        table.add_column(column, justify="right" if column in ("size", "% budget", "bits/byte") else "left")
+    for i, row in enumerate(report["rows"]):
+        mark = "★" if i == 0 else ("◆" if row["pareto"] else "")
+        table.add_row(mark, row["model"], row["format"], row["method"], row["size"],
+                      f"{row['budget_fraction']:.0%}", _fmt_interval(row),
+                      f"{row['bpb']:.4f}" + ("*" if row["bytes_per_token_assumed"] else ""), row["source"])
+    console = Console(width=140)
+    console.print(table)
+    w = report["winner"]
+    console.print(f"★ {w['model']} · {w['format']} · {w['method']}: {w['size']} ({w['bytes']:,.0f} bytes), "
+                  f"predicted NLL {_fmt_interval(w)} nats/token, {w['bpb']:.4f} bits/byte "
+                  f"[{w['source']}: {w['cite']}]", highlight=False)
+    console.print(f"◆ on the loss-vs-bytes Pareto frontier; * bits/byte assume 4 bytes/token; "
+                  f"{report['fitting']} of {report['candidates']} candidates fit; logged as run {report['run_id']}",
+                  highlight=False)
+
+
+def _plot(rows, winner, budget, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for source, marker in (("measured", "o"), ("predictor", "s"), ("law", "."), ("catalog", "x")):
+        pts = [r for r in rows if r.source == source]
+        if pts:
+            ax.scatter([r.memory["total"] / 1e9 for r in pts], [r.bpb for r in pts], marker=marker, s=12,
+                       alpha=0.5, label=source)
+    front = sorted((r for r in rows if r.pareto), key=lambda r: r.memory["total"])
+    ax.plot([r.memory["total"] / 1e9 for r in front], [r.bpb for r in front], "k-", linewidth=1, label="frontier")
+    ax.axvline(budget.bytes / 1e9, color="red", linestyle="--", label=f"budget {budget.text}")
+    ax.scatter([winner.memory["total"] / 1e9], [winner.bpb], marker="*", s=200, color="gold", edgecolor="k",
+               zorder=5, label="recommended")
+    ax.set_xscale("log")
+    ax.set_xlabel("memory (GB, 10⁹ bytes)")
+    ax.set_ylabel("predicted bits per byte")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(recommend())

@@ -1,0 +1,181 @@
+"""Recommend: cold latency against `import mlflow`, and regret on measured data; the predictor's
+held-out accuracy on the same sweep.
+
+  .venv/bin/python bench/bench_recommend.py --write bench/RESULTS.md
+
+1. A sweep of locally trained tiny models (two architectures = two families, four sizes) over
+   eight formats with RTN and GPTQ, into bench/.work/recommend/mlflow.db (resumable: a second
+   call reuses every finished run). Then `fit-predictor` (RF and XGBoost), recorded: LOFO metrics.
+2. Regret: for 25 budgets spanning the swept sizes, the GPTQ variant the advisor recommends
+   (champion predictor) vs the best *measured* GPTQ variant under the same budget, in nats/token
+   of measured NLL; baseline: the same choice made by the QiD law alone (fp loss + ΔqLoss).
+3. Latency: 5 cold `advisor recommend --memory 8GB` processes (every catalog model × the 42
+   formats of xu-mx36 + classic-int × rtn/gptq) against 5 cold `python -c "import mlflow"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from bench.results_file import machine, write_section  # noqa: E402
+
+WORK = ROOT / "bench" / ".work" / "recommend"
+FORMATS = ("mxint3_32", "mxint4_32", "mxint4_128", "mxfp4_e2m1_32", "mxint6_32", "int3_g128", "int4_chan",
+           "int8_chan")
+
+
+def build_sweep(uri: str) -> None:
+    from pipelines.model_set import ModelEntry
+    from pipelines.sweep import SweepConfig, run_sweep
+    from pipelines.tiny_model import TinySpec, ensure_tiny_model, python_docs_text
+
+    text = python_docs_text()
+    models = WORK / "models"
+    entries = []
+    for arch in ("llama", "gpt2"):
+        for hidden, layers, steps in ((48, 2, 150), (64, 2, 200), (96, 3, 250), (128, 4, 300)):
+            spec = TinySpec(arch=arch, hidden=hidden, layers=layers, heads=4, intermediate=hidden * 3,
+                            context=256, steps=steps, batch=8, seq_len=128, vocab_size=1024)
+            folder = ensure_tiny_model(models, spec, text=text[:600_000])
+            entries.append(ModelEntry(str(folder), family=f"tiny-{arch}", name=f"{arch}-{hidden}x{layers}",
+                                      train_tokens=steps * 8 * 128))
+    corpus = WORK / "docs.txt"
+    corpus.write_text(text, encoding="utf-8")
+    config = SweepConfig(models=tuple(entries), formats=FORMATS, dataset=str(corpus), experiment="ptq-sweep",
+                         seq_len=128, max_windows=16, calibration_size=16, landscape_step_db=0)
+    run_sweep(config, uri, say=lambda m: print(f"  {m}", file=sys.stderr))
+
+
+def advisor(*args, uri: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "advisor"), *args], env=env, cwd=WORK,
+                          capture_output=True, text=True, check=True)
+
+
+def regret(uri: str) -> dict:
+    import mlflow
+    import numpy as np
+
+    from advisor.memory import MemoryPlan, parse_memory
+    from advisor.recommend import NothingFits, choose
+    from advisor.recommend_command import collect_rows
+    from pipelines.quantize.formats import parse_formats
+    from registry.api import load_current_law
+    from registry.feature_table import build_feature_table
+
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    formats = {f.name: f for f in parse_formats(",".join(FORMATS))}
+    plan = MemoryPlan(overhead=0.0)
+    rows, versions, _ = collect_rows(client, "measured", formats, ("gptq",), plan, ("ptq-sweep",), lambda m: None)
+    rows = [r for r in rows if r.method == "gptq"]
+    table = build_feature_table(client=client)
+    qid = load_current_law("qid-law", client=client)
+    import pandas as pd
+
+    law = qid.predict(pd.DataFrame({"N": table["non_embedding_params"], "D": table["train_tokens"],
+                                    "P": table["precision"], "method": "gptq", "family": table["format_family"]}))
+    by_key = {(m, f): n for m, f, n in zip(table["model"], table["format"], table["nll_fp"] + law["delta_nll"])}
+    sizes = sorted(r.memory["total"] for r in rows)
+    budgets = np.geomspace(sizes[0] * 1.001, sizes[-1] * 1.2, 25)
+    ours, baseline = [], []
+    for b in budgets:
+        budget = parse_memory(f"{b:.0f}B")
+        try:
+            ranked = choose(rows, budget)
+        except NothingFits:
+            continue
+        best = min(r.measured_nll for r in ranked)
+        ours.append(ranked[0].measured_nll - best)
+        by_law = min(ranked, key=lambda r: by_key[(r.model, r.format)])
+        baseline.append(by_law.measured_nll - best)
+    return {"budgets": len(ours), "median": statistics.median(ours), "max": max(ours),
+            "mean": statistics.fmean(ours), "law_median": statistics.median(baseline),
+            "law_max": max(baseline), "law_mean": statistics.fmean(baseline),
+            "worse_than_law": sum(o > b + 1e-12 for o, b in zip(ours, baseline)), "versions": versions}
+
+
+def latency(uri: str, repeats: int = 5) -> dict:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    python = str(ROOT / ".venv" / "bin" / "python")
+    timings = {"import mlflow": [], "advisor recommend --memory 8GB": []}
+    for _ in range(repeats):
+        for label, cmd in (("import mlflow", [python, "-c", "import mlflow"]),
+                           ("advisor recommend --memory 8GB",
+                            [str(ROOT / ".venv" / "bin" / "advisor"), "recommend", "--memory", "8GB", "--json"])):
+            start = time.perf_counter()
+            done = subprocess.run(cmd, env=env, cwd=WORK, capture_output=True, text=True, check=True)
+            timings[label].append(time.perf_counter() - start)
+            if label.startswith("advisor"):
+                report = json.loads(done.stdout)
+    medians = {k: statistics.median(v) for k, v in timings.items()}
+    models = len({(r["model"]) for r in report["rows"]})
+    return {"medians": medians, "ratio": medians["advisor recommend --memory 8GB"] / medians["import mlflow"],
+            "candidates": report["candidates"], "winner": report["winner"], "raw": timings, "shown_models": models}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", help="RESULTS.md to update")
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{WORK / 'mlflow.db'}"
+    build_sweep(uri)
+    fits = json.loads(advisor("fit-predictor", "--json", uri=uri).stdout)
+    advisor("fit-qid", uri=uri)
+    advisor("seed", uri=uri)
+    result = regret(uri)
+    lat = latency(uri)
+    from registry.catalog import load_catalog
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    n_models = len(load_catalog("current").entries)
+    lines = [f"## Loss predictor and recommend (`bench/bench_recommend.py`)", "",
+             f"Machine: {machine()}.", "",
+             "Data: 8 locally trained tiny models (Llama and GPT-2 architectures = two families; hidden 48–128) "
+             f"× {len(FORMATS)} formats ({', '.join(FORMATS)}) × RTN/GPTQ, 16 windows × 128 tokens of CPython's "
+             "docs. Tiny data: these figures test the machinery, not the paper's accuracy on real LLMs.", "",
+             "| predictor | rows | LOFO MAE (nats/token) | RMSE | R² | Spearman | 90 % half-width | LOFO coverage | decision |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for f in fits:
+        m = f["metrics"]
+        lines.append(f"| {f['name']}/{f['version']} {f['kind']} | {f['rows']} | {m['lofo_mae']:.4f} | "
+                     f"{m['lofo_rmse']:.4f} | {m['lofo_r2']:.3f} | {m['lofo_spearman']:.3f} | {m['halfwidth']:.4f} | "
+                     f"{m['lofo_coverage']:.0%} | {f['decision'].split(':')[0]} |")
+    lines += ["", f"Regret over {result['budgets']} budgets (GPTQ variants, measured NLL of the pick minus the best "
+              "measured under the budget, nats/token):", "",
+              "| chooser | median | mean | max |", "|---|---|---|---|",
+              f"| champion predictor ({result['versions'].get('ptq-loss-predictor')}) | {result['median']:.4f} | "
+              f"{result['mean']:.4f} | {result['max']:.4f} |",
+              f"| QiD law only (qid-law/{result['versions'].get('qid-law')}) | {result['law_median']:.4f} | "
+              f"{result['law_mean']:.4f} | {result['law_max']:.4f} |", "",
+              f"Budgets where the predictor's pick was worse than the law's: {result['worse_than_law']} of "
+              f"{result['budgets']}.", "",
+              f"Cold latency, median of 5 processes each, side by side ({n_models} catalog models × 42 formats × "
+              f"2 methods = {lat['candidates']} candidates):", "",
+              "| command | median s |", "|---|---|"]
+    for label, value in lat["medians"].items():
+        lines.append(f"| `{label}` | {value:.2f} |")
+    lines += ["", f"Ratio recommend / import mlflow: **{lat['ratio']:.2f}×** (goal ≤ 1.3×). Winner: "
+              f"{lat['winner']['model']} · {lat['winner']['format']} · {lat['winner']['method']} "
+              f"({lat['winner']['size']}, source {lat['winner']['source']})."]
+    body = "\n".join(lines)
+    print(body)
+    if args.write:
+        write_section(args.write, "recommend", body)
+
+
+if __name__ == "__main__":
+    main()

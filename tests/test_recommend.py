@@ -1,0 +1,147 @@
+"""`advisor recommend` on a store built by a real tiny sweep + fit, through Click's runner."""
+
+import json
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+
+from advisor.cli import cli
+
+MEASURED = ["--models", "measured", "--formats", "mxint3_32,mxint4_32,mxfp4_e2m1_32,int4_chan"]
+
+
+@pytest.fixture
+def fitted_uri(swept_uri):
+    result = CliRunner().invoke(cli, ["fit-predictor", "--kind", "rf"])
+    assert result.exit_code == 0, result.output
+    return swept_uri
+
+
+def recommend(*args):
+    return CliRunner().invoke(cli, ["recommend", *args])
+
+
+def test_recommendation_fits_the_budget_and_is_the_predicted_best(fitted_uri):
+    result = recommend("--memory", "0.2MB", "--json", "--top", "1000", *MEASURED)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["schema"] == "ptq-advisor/recommendation/v1"
+    assert report["budget"] == {"text": "0.2MB", "bytes": 200_000, "unit": "MB"}
+    rows, winner = report["rows"], report["winner"]
+    assert len(rows) == report["fitting"] < report["candidates"]  # some candidates are too big
+    assert all(r["bytes"] <= 200_000 for r in rows)
+    assert winner == rows[0] and winner["bpb"] == min(r["bpb"] for r in rows)
+    gptq = [r for r in rows if r["method"] == "gptq"]
+    assert gptq and all(r["source"] == "predictor" and r["cite"] == "models:/ptq-loss-predictor/1" for r in gptq)
+    assert all(r["nll_lower"] < r["nll"] < r["nll_upper"] for r in gptq)
+    rtn = [r for r in rows if r["method"] == "rtn"]
+    assert all(r["source"] == "measured" and r["nll"] == r["measured_nll"] for r in rtn)
+    assert report["versions"]["ptq-loss-predictor"] == "1"
+    # logged for audit: inputs, versions and the rows, under the winner's name
+    run = mlflow.get_run(report["run_id"])
+    assert run.data.params["memory"] == "0.2MB" and run.data.params["version.ptq-loss-predictor"] == "1"
+    assert run.info.run_name == f"0.2MB: {winner['model']} · {winner['format']} · {winner['method']}"
+    logged = mlflow.artifacts.load_dict(f"runs:/{report['run_id']}/recommendation.json")
+    assert logged["rows"][0] == json.loads(json.dumps(winner))
+
+
+def test_catalog_models_answer_through_the_laws_and_the_table_marks_the_winner(fitted_uri, tmp_path):
+    plot = tmp_path / "frontier.png"
+    result = recommend("--memory", "8GB", "--formats", "mxint4_32,int8_chan", "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Best under 8GB (8,000,000,000 bytes" in out and "★" in out
+    assert plot.stat().st_size > 10_000
+    report = json.loads(recommend("--memory", "8GB", "--formats", "mxint4_32,int8_chan", "--json").stdout)
+    winner = report["winner"]
+    assert winner["source"] in ("law", "catalog") and winner["bytes"] <= 8e9
+    assert "qid-law/1" in winner["cite"] or winner["method"] == "none"
+    assert set(report["versions"]) == {"ptq-loss-predictor", "qid-law", "loss16-law", "ptq-candidate-catalog"}
+
+
+def test_kv_cache_counts_when_asked(fitted_uri):
+    first = recommend("--memory", "8GB", "--models", "llama-3.1-8b", "--formats", "mxint4_32",
+                      "--methods", "gptq", "--json")
+    assert first.exit_code == 0, first.output
+    base = json.loads(recommend("--memory", "8GB", "--models", "llama-3.1-8b", "--formats", "mxint4_32",
+                                "--methods", "gptq", "--json").stdout)["winner"]
+    with_kv = json.loads(recommend("--memory", "10GB", "--models", "llama-3.1-8b", "--formats", "mxint4_32",
+                                   "--methods", "gptq", "--context", "8192", "--batch", "2", "--json").stdout)
+    row = next(r for r in with_kv["rows"] if r["format"] == "mxint4_32")
+    # Llama-3.1-8B: 32 layers × 8 KV heads × 128 × 2 (K, V) × 2 bytes = 131072 bytes per token
+    assert row["memory"]["kv_cache"] == 131072 * 8192 * 2
+    assert row["bytes"] == pytest.approx(base["bytes"] + 131072 * 8192 * 2)
+
+
+def test_nothing_fits_names_the_smallest_candidate(fitted_uri):
+    result = recommend("--memory", "1KB", *MEASURED)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith("Error: no candidate fits 1KB: the smallest is ")
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "Missing option '--memory'"),
+    (["--memory", "0GB"], "Error: --memory '0GB' must be at least one byte"),
+    (["--memory", "-8GB"], "Error: --memory '-8GB' is not a size"),
+    (["--memory", "8XB"], "Error: --memory '8XB': unknown unit 'XB'"),
+    (["--memory", "banana"], "Error: --memory 'banana' is not a size"),
+    (["--memory", "1e400GB"], "Error: --memory '1e400GB' is too large"),
+    (["--memory", "8GB", "--models", "llama-3-8"], "Error: unknown model 'llama-3-8'; did you mean"),
+    (["--memory", "8GB", "--formats", "mxint4-32"], "Error: "),
+    (["--memory", "8GB", "--methods", "awq"], "Error: --methods takes rtn, gptq or both"),
+    (["--memory", "8GB", "--batch", "4"], "Error: --batch and --kv-bits size the KV cache: give --context too"),
+    (["--memory", "8GB", "--tracking-uri", "http://127.0.0.1:9"], "Error: "),
+])
+def test_bad_input_is_one_line_and_exit_2(fitted_uri, args, message):
+    result = recommend(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output.splitlines()[-1] or message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_predictor_is_a_clear_error(swept_uri):
+    result = recommend("--memory", "8GB", *MEASURED)
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1].startswith("Error: no registered model 'ptq-loss-predictor'")
+    assert "advisor fit-predictor" in result.output and "--methods rtn" in result.output
+
+
+def test_empty_store_is_seeded_saying_so(tracking_uri):
+    result = recommend("--memory", "8GB", "--formats", "mxint4_32")
+    assert result.exit_code == 0, result.output
+    assert "seeded qid-law/1 from the published coefficients" in result.stderr
+    assert "seeded ptq-candidate-catalog/1" in result.stderr
+    again = recommend("--memory", "8GB", "--formats", "mxint4_32")
+    assert again.exit_code == 0 and "seeded " not in again.stderr
+    assert "note: no measured candidates (no experiment 'ptq-sweep'" in again.stderr
+
+
+def test_explain_adds_up_to_the_prediction(fitted_uri):
+    result = CliRunner().invoke(cli, ["explain", "llama-64", "mxint4_32", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    total = report["base"] + report["bias"] + sum(c["contribution"] for c in report["contributions"])
+    rows = json.loads(recommend("--memory", "1GB", "--models", "llama-64", "--formats", "mxint4_32",
+                                "--methods", "gptq", "--json").stdout)["rows"]
+    served = next(r for r in rows if r["method"] == "gptq")
+    assert abs(total - served["nll"]) < 1e-9 and report["prediction"] == pytest.approx(total)
+    assert [c["feature"] for c in report["contributions"]][:2] == ["quantized_params", "nll_fp"]
+    assert abs(sum(c["importance"] for c in report["contributions"]) - 1) < 1e-6
+    text = CliRunner().invoke(cli, ["explain", "llama-64", "mxint4_32"])
+    assert text.exit_code == 0 and text.stdout.startswith("llama-64 · mxint4_32 · gptq by models:/ptq-loss-predictor/1")
+    bad = CliRunner().invoke(cli, ["explain", "llama-64", "mxint8_32"])
+    assert bad.exit_code == 2 and bad.output.startswith("Error: no swept variant llama-64 · mxint8_32; swept: ")
+
+
+def test_models_and_pareto_browse_the_catalog_and_frontier(fitted_uri):
+    listed = CliRunner().invoke(cli, ["models", "--json"])
+    assert listed.exit_code == 0, listed.output
+    names = {m["name"] for m in json.loads(listed.stdout)["models"]}
+    assert {"llama-3.1-8b", "llama-64", "gpt2-64"} <= names  # curated + swept
+    front = CliRunner().invoke(cli, ["pareto", "--formats", "mxint4_32,int8_chan", "--json"])
+    assert front.exit_code == 0, front.output
+    rows = json.loads(front.stdout)["frontier"]
+    assert [r["bytes"] for r in rows] == sorted(r["bytes"] for r in rows)
+    assert all(a["bpb"] > b["bpb"] for a, b in zip(rows, rows[1:]))  # bigger must be better
