@@ -19,6 +19,8 @@ from pipelines.quantize.formats import Format
 SCHEMA = "ptq-advisor/recommendation/v1"
 ASSUMED_BYTES_PER_TOKEN = 4.0  # English BPE text, when a catalog model's tokenizer was never measured
 LN2 = math.log(2)
+ARCHITECTURE_FIELDS = ("total_params", "non_embedding_params", "layers", "hidden_size", "intermediate_size",
+                       "heads", "kv_heads", "head_dim")
 # config.json model_type → MLP and attention layout (the memory model needs the Linear shapes)
 UNGATED = {"gpt2", "gpt_neox", "bloom", "opt"}  # up/down MLP; the rest are gate/up/down
 FUSED_QKV = {"gpt2", "gpt_neox", "bloom", "phi3"}  # one query-key-value tensor
@@ -119,7 +121,10 @@ def catalog_rows(entries, formats: dict[str, Format], methods, plan: MemoryPlan,
 
     models, skipped = [], []
     for entry in entries:
-        if plan.context and entry.context_length and plan.context > entry.context_length:
+        missing = [f for f in ARCHITECTURE_FIELDS if not _finite(getattr(entry, f, None))]
+        if missing:
+            skipped.append(f"{entry.name}: catalog entry lacks {', '.join(missing)}, so its size is unknown")
+        elif plan.context and entry.context_length and plan.context > entry.context_length:
             skipped.append(f"{entry.name}: context {plan.context} exceeds its {entry.context_length} tokens")
         elif entry.measured_fp is not None or (_finite(entry.train_tokens) and _finite(entry.non_embedding_params)):
             models.append(entry)

@@ -10,11 +10,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.catalog import Catalog, load_catalog
 from registry.lineage import version_lineage
 from registry.predictor_registry import PREDICTOR, LoadedPredictor, load_predictor
 from registry.versions import VersionNotFoundError, resolve_version
 
-__all__ = ["Law", "load_current_law", "load_champion", "list_versions", "version_lineage", "PREDICTOR"]
+__all__ = ["Law", "load_current_law", "load_champion", "load_catalog", "Catalog", "list_versions",
+           "version_lineage", "PREDICTOR"]
 
 
 @dataclass

@@ -145,3 +145,25 @@ def test_models_and_pareto_browse_the_catalog_and_frontier(fitted_uri):
     rows = json.loads(front.stdout)["frontier"]
     assert [r["bytes"] for r in rows] == sorted(r["bytes"] for r in rows)
     assert all(a["bpb"] > b["bpb"] for a, b in zip(rows, rows[1:]))  # bigger must be better
+
+
+ROW_KEYS = {"model", "format", "method", "bits_per_weight", "bytes", "size", "budget_fraction", "memory", "nll",
+            "nll_lower", "nll_upper", "nll_fp", "delta_nll", "bpb", "bpb_lower", "bpb_upper", "measured_nll",
+            "source", "cite", "bytes_per_token_assumed", "pareto", "notes"}
+
+
+def test_json_follows_the_documented_schema_and_incomplete_catalog_entries_are_skipped(tracking_uri):
+    from registry.catalog import load_seed, register_catalog
+
+    entries = load_seed()
+    broken = entries[0].__class__(**{**entries[0].to_dict(), "name": "mystery-7b", "layers": None,
+                                     "aliases": (), "hub_id": None})
+    register_catalog(entries + [broken], description="with an incomplete entry", source="test")
+    result = recommend("--memory", "8GB", "--formats", "mxint4_32", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) == {"schema", "budget", "memory_plan", "versions", "candidates", "fitting", "winner",
+                           "rows", "notes", "run_id"}
+    assert all(set(row) == ROW_KEYS for row in report["rows"])
+    assert set(report["memory_plan"]) == {"context", "batch", "kv_bits", "overhead"}
+    assert "mystery-7b: catalog entry lacks layers, so its size is unknown" in report["notes"]
