@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pipelines.quantize.formats import parse_format
@@ -119,6 +119,9 @@ floats = st.floats(-1e4, 1e4, allow_nan=False, allow_subnormal=False, width=32)
 @given(values=st.lists(floats, min_size=1, max_size=200), fmt=st.sampled_from(MX_FORMATS),
        k=st.integers(-20, 20))
 def test_properties_idempotent_and_power_of_two_equivariant(values, fmt, k):
+    # Equivariance holds while shared exponents stay inside E8M0's range: near 2^-127 the scale
+    # clamps (and float32 goes subnormal), so a block of tiny values legitimately rounds differently.
+    assume(all(v == 0 or abs(v) * 2.0 ** min(k, 0) >= 2.0**-100 for v in values))
     f = parse_format(fmt)
     x = torch.tensor(values, dtype=torch.float32).reshape(1, -1)
     once = quantize_mx(x, f)
