@@ -74,6 +74,7 @@ class GPTQResult:
     weight: torch.Tensor
     damp: float
     output_mse: float
+    scales: torch.Tensor | None = None  # classic int: the fp16 scales GPTQ fitted (for export)
 
 
 def _inner_size(group: int | None, step: int) -> int:
@@ -86,7 +87,7 @@ def _inner_size(group: int | None, step: int) -> int:
 
 
 def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, fmt: Format, *, damp: float = 0.01,
-                  blocksize: int = 128, mx_mode: str = "column") -> torch.Tensor:
+                  blocksize: int = 128, mx_mode: str = "column", scales: list | None = None) -> torch.Tensor:
     """GPTQ of `weight` [out, in] to `fmt` with Hessian `H` [in, in]; returns Q (float32).
 
     Lazy updates on two levels: rank-1 updates touch only the current inner block of ~32
@@ -94,7 +95,8 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, fmt: Format, *, damp: f
     a lazy block's errors to the rest of the matrix. Same arithmetic as the reference, reordered.
     The sweep runs on Wᵀ so that a weight column is a contiguous row. A group's scales are fitted
     when the sweep enters it; group starts are inner-block starts or inside the current inner
-    block, so the fit always sees fully updated weights.
+    block, so the fit always sees fully updated weights. `scales`, a list, receives the classic-int
+    scales used (an export stores them).
     """
     if mx_mode not in ("column", "block"):
         raise ValueError(f"mx_mode must be 'column' or 'block', not {mx_mode!r}")
@@ -139,6 +141,8 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, fmt: Format, *, damp: f
                 ErrT[i:j] = err
             B[e0:].addmm_(U1[i0:e0, e0:].t(), ErrT[i0:e0], alpha=-1)
         WT[i2:].addmm_(U[i1:i2, i2:].t(), ErrT, alpha=-1)
+    if scales is not None:
+        scales.append(quantizer.scales())
     return QT.t()
 
 
@@ -150,8 +154,9 @@ def gptq_layer(weight: torch.Tensor, H: torch.Tensor, fmt: Format, *, damp: floa
     candidates = damp_grid if damp is None else (damp,)
     best = None
     for d in candidates:
-        q = gptq_quantize(w, H, fmt, damp=d, blocksize=blocksize, mx_mode=mx_mode)
+        used = []
+        q = gptq_quantize(w, H, fmt, damp=d, blocksize=blocksize, mx_mode=mx_mode, scales=used)
         mse = output_mse(q - w, H)
         if best is None or mse < best.output_mse:
-            best = GPTQResult(q, d, mse)
+            best = GPTQResult(q, d, mse, used[0])
     return best

@@ -78,6 +78,8 @@ def _quantize_targets(targets, hessians, fmt, report, **gptq_options) -> dict[st
             result = gptq_layer(w, hessians[target.name].H, fmt, **gptq_options)
             q = result.weight.to(w.dtype)
             report.layers.append(LayerStats.of(target.name, w, q, fmt))
+            if result.scales is not None:
+                report.scales[target.name] = result.scales
             w.copy_(q)
             damps[target.name] = result.damp
     return damps

@@ -25,6 +25,7 @@ class GroupQuantizer:
         self.group_size = fmt.block_size if fmt.granularity in ("block", "group") else None
         self._mx = None  # MX: BlockScales of the current group, [out, 1]
         self._scale = None  # classic int: float32 [out, 1] or [1, 1]
+        self.fitted: list[torch.Tensor] = []  # classic int: every scale fitted, in column order
 
     def fit(self, columns: torch.Tensor) -> "GroupQuantizer":
         """Set the scales from `columns` [out, g] (the whole weight for tensor/channel scales)."""
@@ -37,7 +38,13 @@ class GroupQuantizer:
             self._scale = row_scales(columns.reshape(1, -1), self.fmt.precision)
         else:  # per channel, or one group: a scale per row over these columns
             self._scale = row_scales(columns, self.fmt.precision)
+        if self._scale is not None:
+            self.fitted.append(self._scale)
         return self
+
+    def scales(self) -> torch.Tensor | None:
+        """Classic int: the scales used, [out, groups] / [out, 1] / [1, 1]; MX: None (see encoding)."""
+        return torch.cat(self.fitted, dim=1) if self.fitted else None
 
     def quantize(self, columns: torch.Tensor) -> torch.Tensor:
         """RTN of `columns` [out, c] with the fitted scales; float32."""

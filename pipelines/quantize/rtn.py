@@ -120,6 +120,7 @@ class QuantizationReport:
     layers: list[LayerStats] = field(default_factory=list)
     total_params: int = 0
     rest_bits: int = 16  # unquantized parameters are counted at this width (deployment dtype)
+    scales: dict = field(default_factory=dict)  # GPTQ, classic int: target name -> fp16 scales used
 
     @property
     def quantized_params(self) -> int:
