@@ -86,11 +86,16 @@ class Architecture:
         return sum(o * i for o, i in self.linear_shapes())
 
 
-def weight_bytes(arch: Architecture, fmt: Format | None) -> float:
+def quantized_weight_bytes(shapes, fmt: Format, container: bool = False) -> float:
+    """Bytes of Linear weights [out, in] in `fmt` with every scale; `container`: as exported to ONNX."""
+    return sum(fmt.storage_bytes(o, i, container) for o, i in shapes)
+
+
+def weight_bytes(arch: Architecture, fmt: Format | None, container: bool = False) -> float:
     """Quantized Linears (with scales) + other parameters at 16 bits; fmt None = all 16-bit."""
     if fmt is None:
         return arch.total_params * REST_BITS / 8
-    quantized = sum(fmt.storage_bytes(o, i) for o, i in arch.linear_shapes())
+    quantized = quantized_weight_bytes(arch.linear_shapes(), fmt, container)
     return quantized + (arch.total_params - arch.quantized_params) * REST_BITS / 8
 
 

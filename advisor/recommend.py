@@ -50,6 +50,8 @@ class Row:
     bytes_per_token_assumed: bool = False
     pareto: bool = False
     notes: list = field(default_factory=list)
+    spec: str | None = None  # where the weights come from (a swept path / GGUF, or a hub id)
+    gguf_file: str | None = None
 
     @property
     def delta_nll(self) -> float:
@@ -66,7 +68,11 @@ class Row:
                 "bpb_upper": None if self.nll_upper is None else self.nll_upper * scale,
                 "measured_nll": self.measured_nll, "source": self.source, "cite": self.cite,
                 "bytes_per_token_assumed": self.bytes_per_token_assumed, "pareto": self.pareto,
-                "notes": self.notes}
+                "notes": self.notes, "spec": self.spec}
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) and value and value != "None" else None
 
 
 def _finite(value) -> bool:
@@ -96,12 +102,14 @@ def measured_rows(table, formats: dict[str, Format], methods, plan: MemoryPlan, 
         if "rtn" in methods:
             rows.append(Row(r["model"], fmt.name, "rtn", fmt.bits_per_weight, memory, r["nll_rtn"], r["nll_fp"],
                             r["nll_rtn"] * per_nat, "measured", f"runs:/{r['rtn_run_id']}",
-                            measured_nll=r["nll_rtn"]))
+                            measured_nll=r["nll_rtn"], spec=_text(r.get("model_spec")),
+                            gguf_file=_text(r.get("gguf_file"))))
         if predicted is not None:
             nll, lower, upper = (float(predicted[c].iloc[i]) for c in ("nll_gptq", "lower", "upper"))
             measured = r["nll_gptq"] if _finite(r["nll_gptq"]) else None
             rows.append(Row(r["model"], fmt.name, "gptq", fmt.bits_per_weight, memory, nll, r["nll_fp"],
-                            nll * per_nat, "predictor", predictor.uri, lower, upper, measured))
+                            nll * per_nat, "predictor", predictor.uri, lower, upper, measured,
+                            spec=_text(r.get("model_spec")), gguf_file=_text(r.get("gguf_file"))))
     return rows
 
 
@@ -168,7 +176,7 @@ def catalog_rows(entries, formats: dict[str, Format], methods, plan: MemoryPlan,
             nll = nll_fp + float(delta)
             rows.append(Row(entry.name, fmt.name, method, fmt.bits_per_weight, memory, nll, nll_fp,
                             nll * per_nat, "law", f"{qid_law.cite} ({key}); {fp_source}",
-                            bytes_per_token_assumed=assumed))
+                            bytes_per_token_assumed=assumed, spec=entry.hub_id))
     return rows, skipped
 
 

@@ -146,11 +146,15 @@ def collect_rows(client, models: str, formats: dict, methods, plan, experiments,
               help="Sweep experiment(s) holding measured candidates (repeatable).")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Draw the loss-vs-bytes frontier with the budget line to this PNG.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
+              help="Export the winner to this folder as low-bit ONNX (see `advisor export`).")
+@click.option("--dataset", default=None,
+              help="With --export: calibration / verification text [default: the sweep's dataset].")
 @click.option("--tracking-uri", default=None, help=TRACKING_HELP)
 @click.option("--json", "as_json", is_flag=True, help="The recommendation as JSON (schema in README).")
 @friendly_errors
 def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bits, overhead, max_delta_nll,
-              top, experiments, plot, tracking_uri, as_json):
+              top, experiments, plot, export_dir, dataset, tracking_uri, as_json):
     """Recommend the model + format + method predicted to lose least within a memory budget.
 
     Measured models answer through the champion loss predictor (with a conformal interval);
@@ -190,10 +194,43 @@ def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bit
                                            versions, report["rows"], report["winner"])
     if plot:
         _plot(rows, ranked[0], budget, plot)
+    if export_dir:
+        report["export"] = _export_winner(ranked[0], report, export_dir, dataset, client, say)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         _print(report, budget, plan)
+        if export_dir:
+            click.echo(f"exported to {export_dir}: NLL {report['export']['nll_onnx']:.4f} nats/token with "
+                       f"onnxruntime; registered as {report['export']['registered']}")
+
+
+def _export_winner(row, report, out, dataset, client, say) -> dict:
+    """Hand the winner to the export pipeline, with the prediction it was chosen on."""
+    import json as _json
+    from pathlib import Path
+
+    from pipelines.corpus import DEFAULT_DATASET
+    from pipelines.export.export_model import ExportConfig, ExportError, export_quantized
+    from registry.exported_models import register_export
+
+    if row.method == "none":
+        raise AdvisorError(f"the winner is {row.model} unquantized (fp16): nothing to quantize; "
+                           "narrow --formats or the budget, or export another row with `advisor export`")
+    if not row.spec:
+        raise AdvisorError(f"the catalog gives no source for {row.model}'s weights: use `advisor export`")
+    config = ExportConfig(model=row.spec, format=row.format, method=row.method, out=out,
+                          dataset=dataset or DEFAULT_DATASET, gguf_file=row.gguf_file)
+    try:
+        record = export_quantized(config, say)
+    except ExportError as err:
+        raise click.ClickException(str(err)) from None
+    record |= {"nll_predicted": row.nll, "nll_predicted_interval": [row.nll_lower, row.nll_upper],
+               "prediction_source": row.cite, "registry_versions": report["versions"]}
+    version = register_export(record, out, client=client)
+    record["registered"] = f"{version.name}/{version.version}"
+    Path(out, "quantization.json").write_text(_json.dumps(record, indent=2))
+    return record
 
 
 def locals_for_log(memory_text, models, formats, methods, max_delta_nll) -> dict:

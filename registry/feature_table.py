@@ -60,6 +60,8 @@ def build_feature_table(query: TableQuery = TableQuery(), client=None):
         "parent_run_id": parents["run_id"],
         "experiment_id": parents["experiment_id"],
         "model": parents["tags.mlflow.runName"],
+        "model_spec": _column(parents, "params.model"),
+        "gguf_file": _column(parents, "params.gguf_file"),
         "model_family": _column(parents, "params.family").fillna("unknown"),
         "dataset_digest": parents["params.dataset_digest"],
         "quantized_params": parents["metrics.quantized_params"],

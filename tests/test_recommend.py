@@ -149,7 +149,7 @@ def test_models_and_pareto_browse_the_catalog_and_frontier(fitted_uri):
 
 ROW_KEYS = {"model", "format", "method", "bits_per_weight", "bytes", "size", "budget_fraction", "memory", "nll",
             "nll_lower", "nll_upper", "nll_fp", "delta_nll", "bpb", "bpb_lower", "bpb_upper", "measured_nll",
-            "source", "cite", "bytes_per_token_assumed", "pareto", "notes"}
+            "source", "cite", "bytes_per_token_assumed", "pareto", "notes", "spec"}
 
 
 def test_json_follows_the_documented_schema_and_incomplete_catalog_entries_are_skipped(tracking_uri):
@@ -167,3 +167,16 @@ def test_json_follows_the_documented_schema_and_incomplete_catalog_entries_are_s
     assert all(set(row) == ROW_KEYS for row in report["rows"])
     assert set(report["memory_plan"]) == {"context", "batch", "kv_bits", "overhead"}
     assert "mystery-7b: catalog entry lacks layers, so its size is unknown" in report["notes"]
+
+
+def test_recommend_exports_the_winner_with_its_prediction(fitted_uri, tmp_path, corpus_file):
+    out = tmp_path / "winner"
+    result = recommend("--memory", "0.2MB", "--models", "llama-64", "--formats", "mxint4_32", "--methods", "gptq",
+                       "--export", str(out), "--dataset", str(corpus_file), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    record = json.loads((out / "quantization.json").read_text())
+    winner = report["winner"]
+    assert (record["format"], record["method"]) == (winner["format"], winner["method"]) == ("mxint4_32", "gptq")
+    assert record["nll_predicted"] == winner["nll"] and record["registry_versions"] == report["versions"]
+    assert record["registered"] == report["export"]["registered"]

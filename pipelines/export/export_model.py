@@ -123,14 +123,12 @@ def _element_offset(fmt) -> int | None:
     return (e.emin - e.man_bits) if e.kind == "fp" else -(fmt.precision - 2)
 
 
-def container_bytes(report, encoded) -> dict:
-    """Bytes of the quantized weights: in the format (P bits) and in the export's containers."""
-    stored = 0.0
-    for layer in report.layers:
-        e = encoded[layer.name]
-        scale_bits = 8 if e.exponents is not None else 16
-        stored += layer.numel * e.container_bits / 8 + e.steps.numel() * scale_bits / 8
-    return {"format_bytes": report.quantized_bytes, "container_bytes": stored}
+def container_bytes(fmt, targets) -> dict:
+    """The memory model of the quantized weights (`Format.storage_bytes`, which the advisor's
+    memory model sums too): at P bits, and in the export's integer containers."""
+    shapes = [tuple(t.as_out_in().shape) for t in targets]
+    return {"format_bytes": sum(fmt.storage_bytes(o, i) for o, i in shapes),
+            "container_bytes": sum(fmt.storage_bytes(o, i, container=True) for o, i in shapes)}
 
 
 def export_quantized(config: ExportConfig, say=print) -> dict:
@@ -185,7 +183,7 @@ def export_quantized(config: ExportConfig, say=print) -> dict:
             diff = float((ort_model(input_ids=sample, attention_mask=torch.ones_like(sample)).logits
                           - model(input_ids=sample).logits).abs().max())
         ort_nll = evaluate_nll(_OrtAsTorch(ort_model), windows)
-        sizes = container_bytes(report, encoded)
+        sizes = container_bytes(fmt, targets)
         record = {
             "model": config.model, "model_fingerprint": source.fingerprint, "format": fmt.name,
             "method": config.method, "bits_per_weight": fmt.bits_per_weight,

@@ -50,19 +50,15 @@ def _per_element(steps: torch.Tensor, group: int, shape) -> torch.Tensor:
 
 def max_code(fmt: Format) -> int:
     """The largest |code| of the format's elements (in units of the smallest step)."""
-    if fmt.is_mx and fmt.element.kind == "fp":
-        e = fmt.element
-        return int(round(e.max_normal / 2.0 ** (e.emin - e.man_bits)))
-    return 2 ** (fmt.precision - 1) - 1
+    return fmt.max_code
 
 
 def container_bits(fmt: Format) -> int:
     """Bits of the signed integer container of the codes (ONNX INT4 / INT8 / INT16 / INT32)."""
-    code = max_code(fmt)
-    for bits in (4, 8, 16, 32):
-        if code <= 2 ** (bits - 1) - 1:
-            return bits
-    raise EncodingError(f"{fmt.name}: codes up to {code} need more than 32 bits")
+    try:
+        return fmt.container_bits
+    except ValueError as err:
+        raise EncodingError(str(err)) from None
 
 
 def _mx_steps(quantized: torch.Tensor, fmt: Format) -> tuple[torch.Tensor, torch.Tensor]:

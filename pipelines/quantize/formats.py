@@ -107,9 +107,30 @@ class Format:
             return self.precision + CLASSIC_SCALE_BITS / self.block_size
         return float(self.precision)
 
-    def storage_bytes(self, out_features: int, in_features: int) -> float:
-        """Bytes to store one [out, in] weight in this format: elements plus all scales."""
-        elements_bits = out_features * in_features * self.precision
+    @property
+    def max_code(self) -> int:
+        """Largest |element| in units of the element's smallest step (an export's integer code)."""
+        if self.family == "mxfp":
+            e = self.element
+            return int(round(e.max_normal / 2.0 ** (e.emin - e.man_bits)))
+        return 2 ** (self.precision - 1) - 1
+
+    @property
+    def container_bits(self) -> int:
+        """Bits of the smallest signed integer type (4, 8, 16, 32) holding every code (ONNX export)."""
+        for bits in (4, 8, 16, 32):
+            if self.max_code <= 2 ** (bits - 1) - 1:
+                return bits
+        raise FormatError(f"{self.name}: codes up to {self.max_code} need more than 32 bits")
+
+    def storage_bytes(self, out_features: int, in_features: int, container: bool = False) -> float:
+        """Bytes to store one [out, in] weight in this format: elements plus all scales.
+
+        `container=True`: elements at `container_bits` (what the ONNX export stores), e.g. FP4 E2M1
+        codes 0..12 in INT8; scales are stored at their own width (E8M0 byte, fp16) either way.
+        """
+        width = self.container_bits if container else self.precision
+        elements_bits = out_features * in_features * width
         if self.granularity in ("block", "group"):
             blocks_per_row = -(-in_features // self.block_size)
             scale_bits = E8M0_BITS if self.is_mx else CLASSIC_SCALE_BITS
