@@ -40,7 +40,8 @@ def export(model, format_name, method, out, gguf_file, dataset, calibration_size
     optimum's ORTModelForCausalLM.from_pretrained(OUT).
     """
     from pipelines.corpus import DEFAULT_DATASET
-    from pipelines.export.export_model import ExportConfig, ExportError, check_destination, export_quantized
+    from pipelines.export.export_model import (ExportConfig, ExportError, ExportInputError, check_destination,
+                                               export_quantized)
     from pipelines.quantize.formats import parse_format
 
     fmt = parse_format(format_name)
@@ -48,7 +49,7 @@ def export(model, format_name, method, out, gguf_file, dataset, calibration_size
 
     try:
         check_destination(Path(out), force)
-    except ExportError as err:
+    except ExportInputError as err:
         raise AdvisorError(str(err)) from None
     client = _use_store(tracking_uri) if register else None
     config = ExportConfig(model=model, format=fmt.name, method=method, out=out, dataset=dataset or DEFAULT_DATASET,
@@ -57,6 +58,8 @@ def export(model, format_name, method, out, gguf_file, dataset, calibration_size
     say = (lambda message: None) if as_json else (lambda message: click.echo(f"  {message}", err=True))
     try:
         record = export_quantized(config, say)
+    except ExportInputError as err:
+        raise AdvisorError(str(err)) from None
     except ExportError as err:
         raise click.ClickException(str(err)) from None  # exit 1: the export did not verify
     if register:

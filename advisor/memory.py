@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 from pipelines.quantize.formats import Format
 
@@ -80,22 +82,28 @@ class Architecture:
         layer = qkv + [(h, attn)] + [(i, h)] * (2 if self.gated_mlp else 1) + [(h, i)]
         return layer * self.layers
 
-    @property
+    @cached_property
+    def shape_counts(self) -> dict[tuple[int, int], int]:
+        """{[out, in]: how many decoder Linears have that shape} — a handful of distinct shapes."""
+        return dict(Counter(self.linear_shapes()))
+
+    @cached_property
     def quantized_params(self) -> int:
         """Elements in the decoder Linears (what a format quantizes; Xu et al.'s D)."""
-        return sum(o * i for o, i in self.linear_shapes())
+        return sum(o * i * n for (o, i), n in self.shape_counts.items())
 
 
 def quantized_weight_bytes(shapes, fmt: Format, container: bool = False) -> float:
     """Bytes of Linear weights [out, in] in `fmt` with every scale; `container`: as exported to ONNX."""
-    return sum(fmt.storage_bytes(o, i, container) for o, i in shapes)
+    counts = shapes if isinstance(shapes, dict) else Counter(shapes)
+    return sum(fmt.storage_bytes(o, i, container) * n for (o, i), n in counts.items())
 
 
 def weight_bytes(arch: Architecture, fmt: Format | None, container: bool = False) -> float:
     """Quantized Linears (with scales) + other parameters at 16 bits; fmt None = all 16-bit."""
     if fmt is None:
         return arch.total_params * REST_BITS / 8
-    quantized = quantized_weight_bytes(arch.linear_shapes(), fmt, container)
+    quantized = quantized_weight_bytes(arch.shape_counts, fmt, container)
     return quantized + (arch.total_params - arch.quantized_params) * REST_BITS / 8
 
 

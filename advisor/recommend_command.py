@@ -211,7 +211,7 @@ def _export_winner(row, report, out, dataset, client, say) -> dict:
     from pathlib import Path
 
     from pipelines.corpus import DEFAULT_DATASET
-    from pipelines.export.export_model import ExportConfig, ExportError, export_quantized
+    from pipelines.export.export_model import ExportConfig, ExportError, ExportInputError, export_quantized
     from registry.exported_models import register_export
 
     if row.method == "none":
@@ -223,6 +223,8 @@ def _export_winner(row, report, out, dataset, client, say) -> dict:
                           dataset=dataset or DEFAULT_DATASET, gguf_file=row.gguf_file)
     try:
         record = export_quantized(config, say)
+    except ExportInputError as err:
+        raise AdvisorError(str(err)) from None
     except ExportError as err:
         raise click.ClickException(str(err)) from None
     record |= {"nll_predicted": row.nll, "nll_predicted_interval": [row.nll_lower, row.nll_upper],

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -22,18 +21,18 @@ KIND_TAG = "ptq.kind"  # "model" (parent run) or "variant" (child run)
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """The package version plus the git commit of the source tree when there is one."""
-    version = metadata.version("ptq-advisor")
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
-                                "--", "pipelines", "advisor", "registry"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return f"{version}+{commit[:12]}{'.dirty' if dirty else ''}"
-    except (OSError, subprocess.SubprocessError):
-        return version
+    """The package version plus a hash of the measuring code (`pipelines/`, the export aside).
+
+    A hash of the sources rather than the git commit: a commit that touches only the CLI, the
+    registry or the docs must not invalidate every measured variant, while any change to how
+    variants are quantized or measured does, with or without git.
+    """
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        if "export" not in path.relative_to(root).parts:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return f"{metadata.version('ptq-advisor')}+{digest.hexdigest()[:12]}"
 
 
 def variant_key(fields: dict) -> str:

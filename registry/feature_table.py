@@ -74,6 +74,11 @@ def build_feature_table(query: TableQuery = TableQuery(), client=None):
         **{name: pd.to_numeric(_column(parents, f"params.arch.{name}", float("nan")), errors="coerce")
            for name in ("layers", "kv_heads", "head_dim")},
     })
+    # A model swept again (new code version or settings) has a newer parent run: learn from the
+    # newest measurement of each model on each dataset, never from two generations at once.
+    models["start_time"] = parents["start_time"]
+    models = (models.sort_values("start_time", ascending=False)
+              .drop_duplicates(["model", "dataset_digest"]).drop(columns="start_time"))
     if query.families:
         models = models[models["model_family"].isin(query.families)]
     if query.dataset_digest:

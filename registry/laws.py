@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.scaling_laws import (  # fit_qid_from_table re-exported: fit and register from one module
-    PUBLISHED_SOURCE, fit_qid_from_table, published_loss16_law, published_qid_law)
+from registry.published_laws import PUBLISHED_SOURCE, published_loss16_law, published_qid_law
 from registry.versions import VersionNotFoundError, registry_experiment_id, resolve_version
 
 QID_LAW, LOSS16_LAW = "qid-law", "loss16-law"
@@ -37,6 +36,13 @@ _EXAMPLES = {
 
 __all__ = ["QID_LAW", "LOSS16_LAW", "CURRENT", "LawNotFoundError", "seed_published_laws",
            "register_qid_fit", "register_loss16_fit", "load_law", "fit_qid_from_table"]
+
+
+def fit_qid_from_table(*args, **kwargs):
+    """See `registry.scaling_laws.fit_qid_from_table` (imported on use: it needs scikit-learn)."""
+    from registry.scaling_laws import fit_qid_from_table as fit
+
+    return fit(*args, **kwargs)
 
 
 class LawNotFoundError(LookupError):

@@ -16,10 +16,8 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-PUBLISHED_SOURCE = ("Ouyang et al. 2024, 'Low-Bit Quantization Favors Undertrained LLMs', "
-                    "Figs 6 (QiD, Eq. 8) and 7 (16-bit loss, Eq. 3); Pythia suite; GPTQ at 2-4 bits")
-PUBLISHED_QID = {"k": 0.017, "alpha": 0.2261, "beta": 0.5251, "gamma": 5.4967}
-PUBLISHED_LOSS16 = {"Nc": 4.74e19, "Dc": 7.63e10, "alpha_N": 0.045, "alpha_D": 0.399}
+from registry.published_laws import (PUBLISHED_LOSS16, PUBLISHED_QID, PUBLISHED_SOURCE,  # noqa: F401
+                                     published_loss16_law, published_qid_law)
 
 
 def qid_delta(N, D, P, k, alpha, beta, gamma):
@@ -234,16 +232,6 @@ class Loss16LawFit(_LogSpaceLawFit):
         """16-bit loss (nats/token) for rows X with columns N, D."""
         N, D = _columns(X, self.COLUMNS).T
         return loss16(N, D, **self.params_)
-
-
-def published_qid_law() -> dict:
-    """The published GPTQ/Pythia QiD law as a law entry (no intervals were published)."""
-    return {**PUBLISHED_QID, "intervals": {}, "n_rows": None, "source": PUBLISHED_SOURCE}
-
-
-def published_loss16_law() -> dict:
-    """The published Pythia 16-bit law as a law entry (no intervals were published)."""
-    return {**PUBLISHED_LOSS16, "intervals": {}, "n_rows": None, "source": PUBLISHED_SOURCE}
 
 
 def fit_qid_from_table(df, by=("method", "family"), n_bootstrap: int = 200, seed: int = 0) -> dict:

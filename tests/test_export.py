@@ -26,10 +26,13 @@ def export(model, out, fmt, method, corpus_file, *extra):
                                     "--dataset", str(corpus_file), *FAST, *extra])
 
 
+CONTAINERS = {"mxint4_32": 4, "mxint8_32": 8, "mxfp4_e2m1_32": 8, "mxint3_128": 4, "int4_g128": 4}
+GPTQ = {("llama", "mxint4_32"), ("llama", "int4_g128"), ("gpt2", "mxint3_128"), ("gpt2", "mxfp4_e2m1_32")}
+
+
 @pytest.mark.parametrize("arch, fmt, method, container", [
-    ("llama", "mxint4_32", "gptq", 4), ("llama", "mxfp4_e2m1_32", "rtn", 8), ("llama", "int4_g128", "gptq", 4),
-    ("gpt2", "mxint8_32", "rtn", 8), ("gpt2", "mxint3_128", "gptq", 4), ("gpt2", "int4_g128", "rtn", 4),
-])
+    (arch, fmt, "gptq" if (arch, fmt) in GPTQ else "rtn", bits)
+    for arch in ("llama", "gpt2") for fmt, bits in CONTAINERS.items()])
 def test_export_stores_low_bit_weights_that_reproduce_pytorch(arch, fmt, method, container, trained_model_dir,
                                                               gpt2_dir, corpus_file, tmp_path):
     model = trained_model_dir if arch == "llama" else gpt2_dir
@@ -98,3 +101,28 @@ def test_export_refuses_a_non_empty_destination_and_missing_models(trained_model
     assert bad.exit_code == 2 and "did you mean 'mxint4_32'" in bad.output
     assert not (tmp_path / "o").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]  # no half-written folder
+
+
+def test_a_failed_verification_leaves_no_folder_and_exits_1(trained_model_dir, corpus_file, tmp_path, monkeypatch):
+    import pipelines.export.export_model as export_model
+
+    monkeypatch.setattr(export_model, "LOGITS_ATOL", -1.0)  # no export can pass: the check must bite
+    out = tmp_path / "never"
+    result = export(trained_model_dir, out, "mxint4_32", "rtn", corpus_file, "--no-register")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith("Error: verification failed: logits differ by ")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".never.")]
+
+
+def test_an_architecture_the_exporter_lacks_is_named_with_the_supported_ones(tokenizer, corpus_file, tmp_path):
+    from transformers import MambaConfig, MambaForCausalLM
+
+    folder = tmp_path / "mamba"
+    MambaForCausalLM(MambaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                 state_size=4)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    result = export(folder, tmp_path / "o", "mxint4_32", "rtn", corpus_file, "--no-register")
+    assert result.exit_code == 2
+    line = result.output.splitlines()[-1]
+    assert line.startswith("Error: optimum cannot export 'mamba' for text-generation-with-past; supported: ")
+    assert "llama" in line and "gpt2" in line

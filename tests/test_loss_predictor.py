@@ -104,3 +104,17 @@ def test_trees_as_json_predict_like_the_library_and_explain_additively(kind):
                                atol=1e-12 if kind == "rf" else 1e-5)
     bias, parts = ensemble.contributions(frame.to_numpy()[0])
     assert bias + parts.sum() == pytest.approx(reference[0], abs=1e-5)
+
+
+def test_a_model_swept_again_contributes_only_its_newest_runs(swept_uri):
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("ptq-sweep")
+    old = build_feature_table()
+    digest = old["dataset_digest"].iloc[0]
+    run = client.create_run(experiment.experiment_id, run_name="llama-64", tags={"ptq.kind": "model"})
+    client.log_param(run.info.run_id, "dataset_digest", digest)
+    for name, value in {"nll_fp": 4.0, "bpb_fp": 2.0, "quantized_params": 1.0}.items():
+        client.log_metric(run.info.run_id, name, value)
+    client.set_terminated(run.info.run_id)
+    table = build_feature_table()  # the newer llama-64 parent has no variants yet: no rows for it
+    assert sorted(set(table["model"])) == ["gpt2-64", "llama-48"] and len(table) == len(old) - 4

@@ -29,7 +29,11 @@ TASK = "text-generation-with-past"
 
 
 class ExportError(RuntimeError):
-    """The export cannot proceed or did not verify (the message says which check failed)."""
+    """The export did not verify (the message says which check failed)."""
+
+
+class ExportInputError(ExportError):
+    """The export cannot start: destination, architecture or method (bad input)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class _OrtAsTorch:
 def check_destination(out: Path, force: bool) -> None:
     """Refuse a non-empty destination unless `force`."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ExportError(f"{out} exists and is not empty: choose another --out or pass --force")
+        raise ExportInputError(f"{out} exists and is not empty: choose another --out or pass --force")
 
 
 def supported_architecture(model_type: str) -> None:
@@ -97,7 +101,7 @@ def supported_architecture(model_type: str) -> None:
 
     supported = sorted(TasksManager.get_supported_model_type_for_task(TASK, exporter="onnx"))
     if model_type not in supported and model_type.replace("_", "-") not in supported:
-        raise ExportError(f"optimum cannot export {model_type!r} for {TASK}; supported: {', '.join(supported)}")
+        raise ExportInputError(f"optimum cannot export {model_type!r} for {TASK}; supported: {', '.join(supported)}")
 
 
 def _quantize(model, fmt, method, tokenizer, corpus, seq_len, config):
@@ -151,7 +155,7 @@ def export_quantized(config: ExportConfig, say=print) -> dict:
     check_destination(out, config.force)
     fmt = parse_format(config.format)
     if config.method not in ("rtn", "gptq"):
-        raise ExportError(f"--method takes rtn or gptq, not {config.method!r}")
+        raise ExportInputError(f"--method takes rtn or gptq, not {config.method!r}")
     corpus = load_corpus(config.dataset)
     model, tokenizer, source = load_model(config.model, dtype="float32", gguf_file=config.gguf_file)
     supported_architecture(model.config.model_type)
