@@ -19,10 +19,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The demo measures a tiny model, then answers the product's question from the store
-# (sqlite:///mlflow.db here; seeded with the published laws and the catalog on first use).
+# The demo measures a tiny model, exports it to low-bit ONNX (registered as demo-tiny-llama),
+# then answers the product's question from the store (sqlite:///mlflow.db here; seeded with the
+# published laws and the catalog on first use).
 demo: $(STAMP)
-	$(BIN)/advisor demo
+	$(BIN)/advisor demo --export demo-export
 	$(BIN)/advisor recommend --memory 8GB
 
 # References run from their own source checkouts under bench/.work (never vendored, never

@@ -201,10 +201,15 @@ def measure(model, dataset, gguf_file, dtype, trust_remote_code, **options):
     _run_measure(net, tokenizer, corpus, model, options)
 
 
+DEMO_MODEL = "demo-tiny-llama"
+
+
 @cli.command()
 @_measure_options(gptq_default=True)
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
+              help=f"Also export the model in mxint4_32 (GPTQ) to this folder, registered as {DEMO_MODEL}.")
 @friendly_errors
-def demo(**options):
+def demo(export_dir, **options):
     """Run the main job on embedded defaults: a small model built here, measured per format.
 
     Trains a tiny Llama on CPython's documentation (cached after the first run), then quantizes
@@ -226,6 +231,25 @@ def demo(**options):
     folder = ensure_tiny_model(root, text=corpus.train)
     net, tokenizer, _ = load_model(str(folder))
     _run_measure(net, tokenizer, corpus, folder.name, options)
+    if export_dir:
+        _export_demo(folder, corpus_file, export_dir)
+
+
+def _export_demo(folder, corpus_file, out) -> None:
+    import mlflow
+
+    from pipelines.export.export_model import ExportConfig, export_quantized
+    from registry.exported_models import register_export
+
+    click.echo(f"exporting {folder.name} in mxint4_32 (GPTQ) to {out}", err=True)
+    record = export_quantized(ExportConfig(model=str(folder), format="mxint4_32", method="gptq", out=out,
+                                           dataset=str(corpus_file), force=True),
+                              say=lambda m: click.echo(f"  {m}", err=True))
+    version = register_export(record, out, name=DEMO_MODEL, client=mlflow.MlflowClient())
+    click.echo(f"{out}: NLL {record['nll_onnx']:.4f} nats/token with onnxruntime (PyTorch "
+               f"{record['nll_torch']:.4f}, fp {record['nll_fp']:.4f}); "
+               f"{record['onnx_quantized_bytes']:,} bytes of quantized weights; registered as "
+               f"{version.name}/{version.version}")
 
 
 @cli.command()
@@ -375,10 +399,11 @@ def landscape(model, gguf_file, dataset, formats_spec, seeds, step, max_db, seq_
 
 from advisor.browse_commands import explain, models, pareto  # noqa: E402  (commands defined elsewhere)
 from advisor.export_command import export  # noqa: E402
+from advisor.gate import gate  # noqa: E402
 from advisor.recommend_command import recommend, seed  # noqa: E402
 from advisor.registry_commands import fit_predictor, fit_qid, registry  # noqa: E402
 
-for command in (fit_predictor, fit_qid, registry, recommend, seed, models, pareto, explain, export):
+for command in (fit_predictor, fit_qid, registry, recommend, seed, models, pareto, explain, export, gate):
     cli.add_command(command)
 
 

@@ -253,7 +253,10 @@ def _report(budget, plan, rows, versions, notes, candidates, fitting) -> dict:
 def _log_recommendation(budget, plan, inputs, versions, rows, winner) -> str:
     import mlflow
 
-    mlflow.set_experiment(RECOMMENDATION_EXPERIMENT)
+    from registry.versions import experiment_id
+
+    mlflow.set_experiment(experiment_id=experiment_id(mlflow.MlflowClient(), RECOMMENDATION_EXPERIMENT,
+                                                      "Every recommendation: inputs, registry versions, rows."))
     name = f"{budget.text}: " + (f"{winner['model']} · {winner['format']} · {winner['method']}" if winner
                                  else "nothing fits")
     with mlflow.start_run(run_name=name, tags={"ptq.kind": "recommendation"}) as run:

@@ -285,6 +285,7 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
     sweeps that many models at once in separate processes.
     """
     from pipelines.sweep_executors import SweepUnit, executor_for
+    from registry.versions import experiment_id as ensure_experiment
 
     import mlflow
     from mlflow import MlflowClient
@@ -293,11 +294,9 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
         mlflow.set_tracking_uri(tracking_uri)
     check_tracking_server(mlflow.get_tracking_uri())
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(config.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        config.experiment, tags={"mlflow.note.content":
-                                 "PTQ sweep: a parent run per base model, a child run per "
-                                 "(format, method) variant with its loss, SQNR and landscape slope."})
+    experiment_id = ensure_experiment(client, config.experiment,
+                                      "PTQ sweep: a parent run per base model, a child run per (format, method) "
+                                      "variant with its loss, SQNR and landscape slope.")
     mlflow.set_experiment(experiment_id=experiment_id)
     # Under `mlflow run`, the project's run is the root of this sweep's tree: model runs nest under
     # it (otherwise the first model run would *become* the project run and clash with its params).

@@ -17,21 +17,25 @@ from pathlib import Path
 
 KEY_TAG = "ptq.variant_key"
 KIND_TAG = "ptq.kind"  # "model" (parent run) or "variant" (child run)
+# what computes a variant's numbers (the rest of pipelines/ only orchestrates or exports)
+MEASURING_CODE = ("quantize", "measure", "features.py", "landscape.py", "token_windows.py", "corpus.py",
+                  "model_source.py", "evaluate_formats.py", "architecture.py")
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """The package version plus a hash of the measuring code (`pipelines/`, the export aside).
+    """The package version plus a hash of the code that computes measured values.
 
-    A hash of the sources rather than the git commit: a commit that touches only the CLI, the
-    registry or the docs must not invalidate every measured variant, while any change to how
-    variants are quantized or measured does, with or without git.
+    A hash of those sources rather than the git commit: a commit that touches only the sweep's
+    orchestration, the CLI, the registry or the docs must not invalidate every measured variant,
+    while any change to how variants are quantized or measured does, with or without git.
     """
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        if "export" not in path.relative_to(root).parts:
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    paths = [p for name in MEASURING_CODE for p in sorted((root / name).rglob("*.py"))
+             if (root / name).is_dir()] + [root / name for name in MEASURING_CODE if name.endswith(".py")]
+    for path in paths:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return f"{metadata.version('ptq-advisor')}+{digest.hexdigest()[:12]}"
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from registry.versions import experiment_id
+
 
 EXPORT_EXPERIMENT = "ptq-exports"
 PIP_REQUIREMENTS = ["mlflow==3.17.2", "onnxruntime==1.32.0", "optimum==2.1.0", "optimum-onnx==0.1.0",
@@ -33,17 +35,17 @@ def register_export(record: dict, folder: str | Path, name: str | None = None, c
 
     client = client or mlflow.MlflowClient()
     name = name or registered_name(record["model"])
-    experiment = client.get_experiment_by_name(EXPORT_EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPORT_EXPERIMENT)
+    exported_in = experiment_id(client, EXPORT_EXPERIMENT, "Low-bit ONNX exports: one run per export, "
+                                "its quantization.json and the registered version it became.")
     signature = ModelSignature(inputs=Schema([ColSpec("string", "prompt")]),
                                outputs=Schema([ColSpec("string", "text")]),
                                params=ParamSchema([ParamSpec("max_new_tokens", "long", 32)]))
     run_name = f"{name} · {record['format']} · {record['method']} · onnx"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+    with mlflow.start_run(experiment_id=exported_in, run_name=run_name,
                           tags={"ptq.kind": "export"}) as run:
         mlflow.log_params({k: record[k] for k in ("model", "format", "method", "bits_per_weight",
                                                    "quantized_params")})
-        mlflow.log_metrics({k: float(record[k]) for k in ("nll_torch", "nll_onnx", "bpb_onnx",
+        mlflow.log_metrics({k: float(record[k]) for k in ("nll_fp", "nll_torch", "nll_onnx", "bpb_onnx", "sqnr_db",
                                                            "onnx_quantized_bytes", "onnx_file_bytes",
                                                            "logits_max_abs_diff") if record.get(k) is not None})
         mlflow.log_dict(record, "quantization.json")
@@ -53,6 +55,8 @@ def register_export(record: dict, folder: str | Path, name: str | None = None, c
         "format": record["format"], "method": record["method"], "bytes": str(record["onnx_file_bytes"]),
         "quantized_bytes": str(record["onnx_quantized_bytes"]), "nll_measured": f"{record['nll_onnx']:.6f}",
         "nll_predicted": "" if record.get("nll_predicted") is None else f"{record['nll_predicted']:.6f}",
+        "nll_fp": f"{record['nll_fp']:.6f}", "sqnr_db": f"{record['sqnr_db']:.4f}",
+        "dataset": record["calibration"]["dataset"], "seq_len": str(record["evaluation"]["seq_len"]),
         "dataset_digest": record["calibration"]["dataset_digest"], "export_run": run.info.run_id})
     client.update_model_version(name, version.version, description=(
         f"{record['model']} in {record['format']} by {record['method']}, ONNX with low-bit weights: "

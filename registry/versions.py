@@ -45,11 +45,19 @@ def resolve_version(client, name: str, ref: str = "latest"):
                                    f"{', '.join(aliases) or 'none'})") from None
 
 
+def experiment_id(client, name: str, description: str | None = None) -> str:
+    """The id of experiment `name`: created if missing, restored if it was deleted (its runs are
+    the audit trail of registered versions, and MLflow refuses to log into a deleted one)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name, tags={"mlflow.note.content": description} if description else None)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
 def registry_experiment_id(client) -> str:
     """The experiment that holds the fitting runs behind registered versions."""
-    experiment = client.get_experiment_by_name(REGISTRY_EXPERIMENT)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(REGISTRY_EXPERIMENT, tags={
-        "mlflow.note.content": "Fits behind the registered models: loss predictors, QiD and 16-bit "
-                               "laws, candidate catalogs. Each run logs its data lineage and metrics."})
+    return experiment_id(client, REGISTRY_EXPERIMENT,
+                         "Fits behind the registered models: loss predictors, QiD and 16-bit laws, candidate "
+                         "catalogs. Each run logs its data lineage and metrics.")

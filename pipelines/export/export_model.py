@@ -162,6 +162,8 @@ def export_quantized(config: ExportConfig, say=print) -> dict:
     seq_len = sequence_length(model, config.seq_len)
     windows = evaluation_windows(tokenizer, corpus.validation, seq_len, max_windows=config.max_windows)
     start = time.perf_counter()
+    say("PyTorch NLL of the unquantized model")
+    fp_nll = evaluate_nll(model, windows)
     say(f"quantizing to {fmt.name} with {config.method}")
     targets, report, scales = _quantize(model, fmt, config.method, tokenizer, corpus, seq_len, config)
     encoded = {t.name: encode(t.as_out_in(), fmt, scales.get(t.name)) for t in targets}
@@ -195,7 +197,8 @@ def export_quantized(config: ExportConfig, say=print) -> dict:
                             "windows": config.calibration_size if config.method == "gptq" else 0,
                             "seq_len": seq_len, "seed": config.seed},
             "evaluation": {"windows": len(windows.input_ids), "seq_len": seq_len, "split": "validation"},
-            "nll_torch": torch_nll.nll, "nll_onnx": ort_nll.nll, "bpb_onnx": ort_nll.bits_per_byte,
+            "nll_fp": fp_nll.nll, "nll_torch": torch_nll.nll, "nll_onnx": ort_nll.nll,
+            "bpb_onnx": ort_nll.bits_per_byte, "sqnr_db": report.sqnr_db,
             "logits_max_abs_diff": diff, "quantized_params": report.quantized_params,
             "onnx_quantized_bytes": onnx_bytes, **sizes,
             "container_bits": sorted({e.container_bits for e in encoded.values()}),
