@@ -180,3 +180,14 @@ def test_recommend_exports_the_winner_with_its_prediction(fitted_uri, tmp_path, 
     assert (record["format"], record["method"]) == (winner["format"], winner["method"]) == ("mxint4_32", "gptq")
     assert record["nll_predicted"] == winner["nll"] and record["registry_versions"] == report["versions"]
     assert record["registered"] == report["export"]["registered"]
+
+
+def test_recommend_imports_no_torch_transformers_or_sklearn(tracking_uri):
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from advisor.cli import cli; "
+            "r = CliRunner().invoke(cli, ['recommend', '--memory', '8GB', '--json']); "
+            "print(r.exit_code, sorted(m for m in ('torch', 'transformers', 'sklearn', 'skops') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr[-2000:]
