@@ -98,6 +98,7 @@ def main() -> None:
         rows.append((threads, base, exact, fused))
     size_fp32 = (fp32 / "model.onnx").stat().st_size
     lines = [f"## Exported ONNX throughput (`bench/bench_export.py`)", "", f"Machine: {machine()}.", "",
+             f"Command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
              f"Model: `{args.model}`{' / ' + args.gguf_file if args.gguf_file else ''}; {args.format} RTN export: "
              f"{record['onnx_file_bytes'] / 1e6:.1f} MB file vs {size_fp32 / 1e6:.1f} MB fp32 export; quantized "
              f"weights {record['onnx_quantized_bytes']:,} bytes = memory model {record['container_bytes']:,.0f}; "

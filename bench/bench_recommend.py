@@ -148,6 +148,7 @@ def main() -> None:
     n_models = len(load_catalog("current").entries)
     lines = [f"## Loss predictor and recommend (`bench/bench_recommend.py`)", "",
              f"Machine: {machine()}.", "",
+             f"Command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
              "Data: 8 locally trained tiny models (Llama and GPT-2 architectures = two families; hidden 48–128) "
              f"× {len(FORMATS)} formats ({', '.join(FORMATS)}) × RTN/GPTQ, 16 windows × 128 tokens of CPython's "
              "docs. Tiny data: these figures test the machinery, not the paper's accuracy on real LLMs.", "",

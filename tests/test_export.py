@@ -40,7 +40,7 @@ def test_export_stores_low_bit_weights_that_reproduce_pytorch(arch, fmt, method,
     result = export(model, out, fmt, method, corpus_file, "--no-register", "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert record["logits_max_abs_diff"] < 1e-4
+    assert record["logits_max_abs_diff"] < 1e-5  # tiny models: float32 summation noise only
     assert abs(record["nll_onnx"] - record["nll_torch"]) <= 0.005 * record["nll_torch"]
     assert record["onnx_quantized_bytes"] == pytest.approx(record["container_bytes"], rel=0.01)
     assert record["container_bits"] == [container]

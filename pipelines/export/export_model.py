@@ -23,7 +23,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-LOGITS_ATOL = 1e-4
+# onnxruntime's fp32 graph of SmolLM2-135M alone differs from PyTorch by 1.1e-4 (summation order
+# over 30 layers); 1e-3 leaves room for that and still catches any wrong code or scale (≥ 1e-2).
+LOGITS_ATOL = 1e-3
 NLL_RTOL = 0.005
 TASK = "text-generation-with-past"
 
