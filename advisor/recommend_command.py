@@ -24,7 +24,7 @@ def _say(message: str) -> None:
 
 def ensure_seeded(client, experiments=("ptq-sweep",), say=_say) -> None:
     """Seed the published laws and the candidate catalog when the store has none (says so)."""
-    from registry.catalog import CatalogNotFoundError, load_catalog
+    from registry.catalog import CatalogNotFoundError, load_catalog, refresh_catalog
     from registry.laws import seed_published_laws
 
     seeded = seed_published_laws(client)
@@ -38,17 +38,6 @@ def ensure_seeded(client, experiments=("ptq-sweep",), say=_say) -> None:
             " and the swept models")
 
 
-def refresh_catalog(client, experiments=("ptq-sweep",)):
-    """Register the curated seed merged with the swept models (a new version only if it changed)."""
-    from registry.catalog import entries_from_runs, load_seed, merge, register_catalog
-
-    ids = [e.experiment_id for name in experiments if (e := client.get_experiment_by_name(name))]
-    measured = entries_from_runs(client, ids) if ids else []
-    return register_catalog(merge(load_seed(), measured),
-                            description=f"Curated public models + {len(measured)} swept models",
-                            source="seed+runs" if measured else "seed")
-
-
 @click.command()
 @click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
               help="Sweep experiment(s) whose models are catalogued (repeatable).")
@@ -56,9 +45,10 @@ def refresh_catalog(client, experiments=("ptq-sweep",)):
 @friendly_errors
 def seed(experiments, tracking_uri):
     """Seed the store: published QiD / 16-bit laws and the candidate catalog (+ swept models)."""
-    client = _use_store(tracking_uri)
+    from registry.catalog import refresh_catalog
     from registry.laws import seed_published_laws
 
+    client = _use_store(tracking_uri)
     for name, version in seed_published_laws(client).items():
         click.echo(f"seeded {name}/{version.version} (published coefficients)")
     version = refresh_catalog(client, experiments)

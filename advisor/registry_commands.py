@@ -18,9 +18,10 @@ def _use_store(tracking_uri):
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # the CLI reports what matters itself
     from pipelines.sweep import TrackingError, check_tracking_server
+    from pipelines.tracking import use_store
 
     if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+        use_store(tracking_uri)
     try:
         check_tracking_server(mlflow.get_tracking_uri())
     except TrackingError as err:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from bench.results_file import machine, write_section  # noqa: E402
+from pipelines.tracking import use_store  # noqa: E402
 
 WORK = ROOT / "bench" / ".work" / "recommend"
 FORMATS = ("mxint3_32", "mxint4_32", "mxint4_128", "mxfp4_e2m1_32", "mxint6_32", "int3_g128", "int4_chan",
@@ -74,7 +75,7 @@ def regret(uri: str) -> dict:
     from registry.api import load_current_law
     from registry.feature_table import build_feature_table
 
-    mlflow.set_tracking_uri(uri)
+    use_store(uri)
     client = mlflow.MlflowClient()
     formats = {f.name: f for f in parse_formats(",".join(FORMATS))}
     plan = MemoryPlan(overhead=0.0)
@@ -144,7 +145,7 @@ def main() -> None:
     from registry.catalog import load_catalog
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
+    use_store(uri)
     n_models = len(load_catalog("current").entries)
     lines = [f"## Loss predictor and recommend (`bench/bench_recommend.py`)", "",
              f"Machine: {machine()}.", "",

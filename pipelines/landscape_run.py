@@ -92,12 +92,13 @@ def run_landscape(config: LandscapeConfig, tracking_uri: str | None = None, say=
     from pipelines.quantize.formats import parse_formats
     from pipelines.quantize.rtn import find_weights
     from pipelines.sweep import check_tracking_server, short_name
+    from pipelines.tracking import use_store
     from pipelines.token_windows import evaluation_windows
 
     formats = parse_formats(list(config.formats)) if config.formats else []
     grid = snr_grid(config.step_db, config.max_db)
     if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+        use_store(tracking_uri)
     check_tracking_server(mlflow.get_tracking_uri())
     corpus = load_corpus(config.dataset)
     model, tokenizer, source = load_model(config.model, dtype=config.dtype, gguf_file=config.gguf_file)

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipelines.model_set import ModelEntry
-from pipelines.tracking import KEY_TAG, KIND_TAG, code_version, finished_run, runs_with_key, variant_key
+from pipelines.tracking import (KEY_TAG, KIND_TAG, code_version, finished_run, runs_with_key, use_store,
+                                variant_key)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -291,7 +292,7 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
     from mlflow import MlflowClient
 
     if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+        use_store(tracking_uri)
     check_tracking_server(mlflow.get_tracking_uri())
     client = MlflowClient()
     experiment_id = ensure_experiment(client, config.experiment,
@@ -309,4 +310,12 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
     results = {entry.spec: by_spec[entry.spec] for entry in config.models}
     say(f"sweep {config.experiment}: {sum(len(r) for r in results.values())} variants "
         f"in {time.perf_counter() - start:.0f} s")
+    # the catalog grows with every sweep: measured models (and their fp loss) become candidates
+    from registry.catalog import refresh_catalog
+
+    try:
+        version = refresh_catalog(client, (config.experiment,))
+        say(f"ptq-candidate-catalog/{version.version} is current")
+    except Exception as err:  # every variant is logged already; the catalog can be refreshed later
+        say(f"note: the candidate catalog was not refreshed ({type(err).__name__}: {err}); run `advisor seed`")
     return results

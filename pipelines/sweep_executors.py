@@ -34,12 +34,13 @@ def sweep_unit(unit: SweepUnit, say: Callable[[str], None] | None = None,
     from mlflow import MlflowClient
 
     from pipelines.sweep import short_name, sweep_model
+    from pipelines.tracking import use_store
 
     if unit.threads:
         import torch
 
         torch.set_num_threads(unit.threads)
-    mlflow.set_tracking_uri(unit.tracking_uri)
+    use_store(unit.tracking_uri)
     mlflow.set_experiment(experiment_id=unit.experiment_id)
     if say is None:
         label = unit.entry.name or short_name(unit.entry.spec)

@@ -59,3 +59,15 @@ def finished_run(client, experiment_id: str, key: str):
         elif run.info.status in ("RUNNING", "SCHEDULED"):
             client.set_terminated(run.info.run_id, status="KILLED")
     return finished
+
+
+def use_store(uri: str) -> None:
+    """Make `uri` MLflow's tracking *and* registry store for this process.
+
+    The registry URI is process-global in MLflow and, once set, no longer follows the tracking
+    URI: setting only the tracking URI would register versions in whichever store was set before.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)

@@ -465,6 +465,18 @@ def register_catalog(entries: list[CatalogEntry], description: str, source: str,
     return client.get_model_version(CATALOG, version)
 
 
+def refresh_catalog(client, experiments=("ptq-sweep",)):
+    """Register the curated seed merged with the models swept in `experiments` (by name).
+
+    A new version only when the content changed (see `register_catalog`); returns the current one.
+    """
+    ids = [e.experiment_id for name in experiments if (e := client.get_experiment_by_name(name))]
+    measured = entries_from_runs(client, ids) if ids else []
+    return register_catalog(merge(load_seed(), measured), client=client,
+                            description=f"Curated public models + {len(measured)} swept models",
+                            source="seed+runs" if measured else "seed")
+
+
 def load_catalog(ref: str = CURRENT, client=None) -> Catalog:
     """The catalog version `ref` (alias, number or 'latest'), its content checked against its digest."""
     import mlflow

@@ -13,8 +13,14 @@ from pipelines.tiny_model import TinySpec, build_model, ensure_tiny_model, pytho
 def _isolated_state(tmp_path, monkeypatch):
     """Every test gets its own cache and working directory: no test touches a user's state."""
     monkeypatch.setenv("PTQ_ADVISOR_CACHE", str(tmp_path / "cache"))
-    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI"):
+    import mlflow
+
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI",
+                 "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(name, raising=False)  # MLflow sets some of these while a test runs
+    # and keeps the URIs in process globals too: a store set by one test must not leak into the next
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
     monkeypatch.chdir(tmp_path)
 
 
@@ -126,10 +132,12 @@ def sweep_store(tmp_path_factory, trained_model_dir, docs_text, _migrated_store)
                          seq_len=64, max_windows=3, calibration_size=4, damp=0.01, landscape_step_db=0)
     cwd = os.getcwd()
     os.chdir(root)  # artifacts land next to the store
+    messages = []
     try:
-        run_sweep(config, f"sqlite:///{path}", say=lambda message: None)
+        run_sweep(config, f"sqlite:///{path}", say=messages.append)
     finally:
         os.chdir(cwd)
+    assert not [m for m in messages if m.startswith("note:")], messages
     return path
 
 

@@ -28,7 +28,7 @@ def test_feature_table_joins_parent_rtn_and_gptq_runs(swept_uri):
     assert mlflow.get_run(row["gptq_run_id"]).data.metrics["nll"] == row["nll_gptq"]
     assert (row["precision"], row["exp_bits"], row["block_size"]) == (4, 0, 32)
     assert len(build_feature_table(TableQuery(families=("gpt2-tiny",)))) == 4
-    with pytest.raises(FeatureTableError, match="no experiment 'nope'.*there are: Default, ptq-sweep"):
+    with pytest.raises(FeatureTableError, match="no experiment .nope.*there are: Default, ptq-registry, ptq-sweep"):
         build_feature_table(TableQuery(experiments=("nope",)))
 
 

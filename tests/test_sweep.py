@@ -250,3 +250,15 @@ def test_landscape_command_logs_random_and_rtn_profiles(trained_model_dir, corpu
     assert abs(by[("random-0", 30.0)] - report["nll_fp"]) < 0.05
     bad = CliRunner().invoke(cli, ["landscape", str(trained_model_dir), "--seeds", "a,b"])
     assert bad.exit_code == 2 and bad.output == "Error: --seeds takes comma-separated integers, not 'a,b'\n"
+
+
+def test_a_sweep_grows_the_candidate_catalog(sweep_store, tmp_path):
+    from pipelines.tracking import use_store
+    from registry.catalog import load_catalog
+
+    use_store(f"sqlite:///{sweep_store}")  # the catalog's artifacts are read through MLflow's globals
+    catalog = load_catalog("current")
+    swept = {e.name: e for e in catalog.entries if e.measured_fp is not None}
+    assert {"llama-64", "llama-48", "gpt2-64"} <= set(swept)
+    assert swept["gpt2-64"].architecture == "gpt2" and swept["gpt2-64"].layers == 2
+    assert len(catalog.entries) == 59 + 3  # the curated seed, plus the three swept models
