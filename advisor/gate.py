@@ -38,8 +38,9 @@ def version_metrics(version) -> dict:
             "nll_predicted": number("nll_predicted")}
 
 
-def measure_again(client, version, max_windows: int) -> float:
-    """NLL (nats/token) of the version's ONNX artifact with onnxruntime on its dataset's validation text."""
+def measure_again(client, version) -> float:
+    """NLL (nats/token) of the version's ONNX artifact with onnxruntime, on the validation windows its
+    export measured (same text, length and count: so ΔNLL compares like with like)."""
     import mlflow
     from optimum.onnxruntime import ORTModelForCausalLM
     from transformers import AutoTokenizer
@@ -58,7 +59,8 @@ def measure_again(client, version, max_windows: int) -> float:
     onnx_dir = str(found[0].parent)
     tokenizer = AutoTokenizer.from_pretrained(onnx_dir)
     corpus = load_corpus(version.tags["dataset"])
-    windows = evaluation_windows(tokenizer, corpus.validation, int(version.tags["seq_len"]), max_windows=max_windows)
+    windows = evaluation_windows(tokenizer, corpus.validation, int(version.tags["seq_len"]),
+                                 max_windows=int(version.tags["eval_windows"]))
     model = ORTModelForCausalLM.from_pretrained(onnx_dir, session_options=session_options())
     return evaluate_nll(_OrtAsTorch(model), windows).nll
 
@@ -84,7 +86,7 @@ def _check(name, value, rule: str, threshold=None, baseline=None, min_absolute=N
 
 
 def run_gate(client, reference: str, limits: dict, require: str, baseline_ref: str | None,
-             changes: dict, max_windows: int, say) -> dict:
+             changes: dict, say) -> dict:
     """All checks on `reference`; a report dict with `passed`. Raises GateError when it cannot judge."""
     from registry.versions import VersionNotFoundError, parse_reference, resolve_version
 
@@ -97,12 +99,14 @@ def run_gate(client, reference: str, limits: dict, require: str, baseline_ref: s
     metrics = version_metrics(version)
     measured_how = "recorded at export"
     if require == "measured":
-        if "dataset" not in version.tags:
-            raise GateError(f"{name}/{version.version} has no dataset tag: it was not made by `advisor export`")
+        missing = [t for t in ("dataset", "seq_len", "eval_windows") if t not in version.tags]
+        if missing:
+            raise GateError(f"{name}/{version.version} lacks the {missing[0]} tag: it was not made by `advisor export`")
         say(f"re-measuring {name}/{version.version} with onnxruntime")
-        metrics["nll"] = measure_again(client, version, max_windows)
+        metrics["nll"] = measure_again(client, version)
         metrics["delta_nll"] = metrics["nll"] - version_metrics(version)["nll"] + version_metrics(version)["delta_nll"]
-        measured_how = f"re-measured now with onnxruntime ({max_windows} validation windows)"
+        measured_how = (f"re-measured now with onnxruntime ({version.tags['eval_windows']} validation windows "
+                        f"of {version.tags['seq_len']} tokens, as at export)")
     elif require == "predicted":
         if not math.isfinite(metrics["nll_predicted"]):
             raise GateError(f"{name}/{version.version} has no predicted NLL (export it through "
@@ -178,15 +182,13 @@ def record_verdict(client, report: dict, promote: str | None) -> str:
               help="With --baseline: NLL must beat the baseline's by at least this (MLflow min_absolute_change).")
 @click.option("--min-nll-improvement-rel", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="With --baseline: … by at least this fraction (MLflow min_relative_change).")
-@click.option("--max-windows", type=click.IntRange(1), default=8, show_default=True,
-              help="Validation windows for --require measured.")
 @click.option("--promote", default=None, metavar="ALIAS", help="Move ALIAS (e.g. production) here on pass.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), default=None, help="Write the JSON report.")
 @click.option("--tracking-uri", default=None, help=TRACKING_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @friendly_errors
 def gate(reference, max_nll, max_delta_nll, max_bytes, min_sqnr, require, baseline, max_nll_increase,
-         max_nll_increase_rel, min_nll_improvement, min_nll_improvement_rel, max_windows, promote, report_file,
+         max_nll_increase_rel, min_nll_improvement, min_nll_improvement_rel, promote, report_file,
          tracking_uri, as_json):
     """Pass (exit 0) or fail (exit 1) MODEL_VERSION (name/3, name@alias, models:/…); exit 2 on error.
 
@@ -208,7 +210,7 @@ def gate(reference, max_nll, max_delta_nll, max_bytes, min_sqnr, require, baseli
     # An allowed increase is a bound (MetricThreshold.threshold = baseline + x); a required
     # improvement is MLflow's own min_absolute_change / min_relative_change semantics.
     report = run_gate(client, reference, {"nll": max_nll, "delta_nll": max_delta_nll, "bytes": bytes_limit,
-                                          "sqnr_db": min_sqnr}, require, baseline, changes, max_windows, say)
+                                          "sqnr_db": min_sqnr}, require, baseline, changes, say)
     report["run_id"] = record_verdict(client, report, promote)
     report["promoted"] = promote if promote and report["passed"] else None
     if report_file:

@@ -57,6 +57,7 @@ def register_export(record: dict, folder: str | Path, name: str | None = None, c
         "nll_predicted": "" if record.get("nll_predicted") is None else f"{record['nll_predicted']:.6f}",
         "nll_fp": f"{record['nll_fp']:.6f}", "sqnr_db": f"{record['sqnr_db']:.4f}",
         "dataset": record["calibration"]["dataset"], "seq_len": str(record["evaluation"]["seq_len"]),
+        "eval_windows": str(record["evaluation"]["windows"]),
         "dataset_digest": record["calibration"]["dataset_digest"], "export_run": run.info.run_id})
     client.update_model_version(name, version.version, description=(
         f"{record['model']} in {record['format']} by {record['method']}, ONNX with low-bit weights: "

@@ -89,13 +89,14 @@ def test_baseline_comparison_both_ways(store):
 
 
 def test_require_measured_re_evaluates_the_artifact(store):
-    result = gate(f"{store}/1", "--max-nll", "100", "--require", "measured",
-                  "--max-windows", "3", "--json")
+    result = gate(f"{store}/1", "--max-delta-nll", "0.5", "--require", "measured", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     recorded = float(mlflow.MlflowClient().get_model_version(store, "1").tags["nll_measured"])
     assert report["nll_source"].startswith("re-measured now with onnxruntime")
-    assert report["metrics"]["nll"] == pytest.approx(recorded, rel=1e-6)
+    assert report["metrics"]["nll"] == pytest.approx(recorded, rel=1e-6)  # the same windows as at export
+    fp = float(mlflow.MlflowClient().get_model_version(store, "1").tags["nll_fp"])
+    assert report["metrics"]["delta_nll"] == pytest.approx(recorded - fp, abs=1e-6)
 
 
 def test_errors_fail_closed_with_exit_2(store):
