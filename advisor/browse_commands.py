@@ -26,11 +26,7 @@ def _count(n) -> str:
 @friendly_errors
 def models(tracking_uri, as_json):
     """The candidate catalog: parameters, training tokens, context, measured fp loss."""
-    from registry.catalog import load_catalog
-
-    client = _use_store(tracking_uri)
-    ensure_seeded(client)
-    catalog = load_catalog("current", client)
+    catalog = ensure_seeded(_use_store(tracking_uri))
     if as_json:
         click.echo(json.dumps({"catalog": catalog.reference, "models": [e.to_dict() for e in catalog.entries]},
                               indent=2, default=str))
@@ -63,10 +59,10 @@ def pareto(model_names, formats_spec, methods, experiments, tracking_uri, as_jso
         raise AdvisorError(f"--methods takes rtn, gptq or both (comma-separated), not {methods!r}")
     formats = {f.name: f for f in parse_formats(formats_spec)}
     client = _use_store(tracking_uri)
-    ensure_seeded(client, experiments)
+    catalog = ensure_seeded(client, experiments)
     say = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     rows, versions, _ = collect_rows(client, model_names, formats, chosen, MemoryPlan(overhead=0.0),
-                                     experiments, say)
+                                     experiments, say, catalog)
     mark_pareto(rows)
     front = sorted((r for r in rows if r.pareto), key=lambda r: r.memory["total"])
     if as_json:

@@ -46,7 +46,7 @@ def measure_again(client, version) -> float:
     from transformers import AutoTokenizer
 
     from pipelines.corpus import load_corpus
-    from pipelines.export.export_model import _OrtAsTorch, session_options
+    from pipelines.export.export_model import OrtAsTorch, session_options
     from pipelines.measure.nll import evaluate_nll
     from pipelines.token_windows import evaluation_windows
 
@@ -62,7 +62,7 @@ def measure_again(client, version) -> float:
     windows = evaluation_windows(tokenizer, corpus.validation, int(version.tags["seq_len"]),
                                  max_windows=int(version.tags["eval_windows"]))
     model = ORTModelForCausalLM.from_pretrained(onnx_dir, session_options=session_options())
-    return evaluate_nll(_OrtAsTorch(model), windows).nll
+    return evaluate_nll(OrtAsTorch(model), windows).nll
 
 
 def _check(name, value, rule: str, threshold=None, baseline=None, min_absolute=None, min_relative=None) -> dict:
@@ -103,8 +103,9 @@ def run_gate(client, reference: str, limits: dict, require: str, baseline_ref: s
         if missing:
             raise GateError(f"{name}/{version.version} lacks the {missing[0]} tag: it was not made by `advisor export`")
         say(f"re-measuring {name}/{version.version} with onnxruntime")
+        recorded = dict(metrics)
         metrics["nll"] = measure_again(client, version)
-        metrics["delta_nll"] = metrics["nll"] - version_metrics(version)["nll"] + version_metrics(version)["delta_nll"]
+        metrics["delta_nll"] = metrics["nll"] - recorded["nll"] + recorded["delta_nll"]  # = nll − nll_fp
         measured_how = (f"re-measured now with onnxruntime ({version.tags['eval_windows']} validation windows "
                         f"of {version.tags['seq_len']} tokens, as at export)")
     elif require == "predicted":

@@ -22,8 +22,11 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-def ensure_seeded(client, experiments=("ptq-sweep",), say=_say) -> None:
-    """Seed the published laws and the candidate catalog when the store has none (says so)."""
+def ensure_seeded(client, experiments=("ptq-sweep",), say=_say):
+    """Seed the published laws and the candidate catalog when the store has none (says so).
+
+    Returns the current catalog, so callers need not load it again.
+    """
     from registry.catalog import CatalogNotFoundError, load_catalog, refresh_catalog
     from registry.laws import seed_published_laws
 
@@ -31,11 +34,12 @@ def ensure_seeded(client, experiments=("ptq-sweep",), say=_say) -> None:
     for name, version in seeded.items():
         say(f"seeded {name}/{version.version} from the published coefficients (Ouyang et al. 2024)")
     try:
-        load_catalog("current", client)
+        return load_catalog("current", client)
     except CatalogNotFoundError:
         version = refresh_catalog(client, experiments)
         say(f"seeded ptq-candidate-catalog/{version.version} from the curated model list"
             " and the swept models")
+        return load_catalog(str(version.version), client)
 
 
 @click.command()
@@ -65,9 +69,10 @@ def _measured_table(client, experiments, say):
         return None
 
 
-def collect_rows(client, models: str, formats: dict, methods, plan, experiments, say):
+def collect_rows(client, models: str, formats: dict, methods, plan, experiments, say, catalog=None):
     """Every candidate row for `models` ('all', 'measured' or names) × formats × methods.
 
+    `catalog`: the current catalog if the caller has it (else it is loaded).
     Returns (rows, {registered model: version used}, [notes on skipped candidates]).
     """
     from advisor.recommend import catalog_rows, measured_rows
@@ -78,7 +83,7 @@ def collect_rows(client, models: str, formats: dict, methods, plan, experiments,
     chosen = methods
     table = _measured_table(client, experiments, say)
     measured_names = set() if table is None else set(table["model"])
-    catalog = load_catalog("current", client)
+    catalog = catalog or load_catalog("current", client)
     wanted = None if models in ("all", "measured") else {m.strip() for m in models.split(",") if m.strip()}
     known = measured_names | {e.name for e in catalog.entries}
     if wanted and wanted - known:
@@ -168,20 +173,19 @@ def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bit
     plan = MemoryPlan(context=context, batch=batch or 1, kv_bits=int(kv_bits or 16), overhead=overhead)
     say = (lambda message: None) if as_json else _say
     client = _use_store(tracking_uri)
-    ensure_seeded(client, experiments, say=_say)
+    catalog = ensure_seeded(client, experiments, say=_say)
 
-    rows, versions, notes = collect_rows(client, models, formats, chosen, plan, experiments, say)
+    rows, versions, notes = collect_rows(client, models, formats, chosen, plan, experiments, say, catalog)
     mark_pareto(rows)
+    inputs = {"memory": memory_text, "models": models, "formats": ",".join(formats), "methods": ",".join(chosen),
+              "max_delta_nll": max_delta_nll}
     try:
         ranked = choose(rows, budget, max_delta_nll)
     except NothingFits as err:
-        _log_recommendation(budget, plan, locals_for_log(memory_text, models, formats, chosen, max_delta_nll),
-                            versions, [], None)
+        _log_recommendation(budget, plan, inputs, versions, [], None)
         raise click.ClickException(str(err)) from None  # exit 1: a valid question without an answer
     report = _report(budget, plan, ranked[:top], versions, notes, len(rows), len(ranked))
-    report["run_id"] = _log_recommendation(budget, plan, locals_for_log(memory_text, models, formats, chosen,
-                                                                       max_delta_nll),
-                                           versions, report["rows"], report["winner"])
+    report["run_id"] = _log_recommendation(budget, plan, inputs, versions, report["rows"], report["winner"])
     if plot:
         _plot(rows, ranked[0], budget, plot)
     if export_dir:
@@ -223,11 +227,6 @@ def _export_winner(row, report, out, dataset, client, say) -> dict:
     record["registered"] = f"{version.name}/{version.version}"
     Path(out, "quantization.json").write_text(_json.dumps(record, indent=2))
     return record
-
-
-def locals_for_log(memory_text, models, formats, methods, max_delta_nll) -> dict:
-    return {"memory": memory_text, "models": models, "formats": ",".join(formats), "methods": ",".join(methods),
-            "max_delta_nll": max_delta_nll}
 
 
 def _report(budget, plan, rows, versions, notes, candidates, fitting) -> dict:

@@ -20,7 +20,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 # onnxruntime's fp32 graph of SmolLM2-135M alone differs from PyTorch by 1.1e-4 (summation order
@@ -65,7 +65,7 @@ def session_options():
     return options
 
 
-class _OrtAsTorch:
+class OrtAsTorch:
     """Lets `evaluate_nll` drive an ORTModelForCausalLM like a PyTorch model."""
 
     training = False
@@ -190,7 +190,7 @@ def export_quantized(config: ExportConfig, say=print) -> dict:
             sample = windows.input_ids[: min(2, len(windows.input_ids))]
             diff = float((ort_model(input_ids=sample, attention_mask=torch.ones_like(sample)).logits
                           - model(input_ids=sample).logits).abs().max())
-        ort_nll = evaluate_nll(_OrtAsTorch(ort_model), windows)
+        ort_nll = evaluate_nll(OrtAsTorch(ort_model), windows)
         sizes = container_bytes(fmt, targets)
         record = {
             "model": config.model, "model_fingerprint": source.fingerprint, "format": fmt.name,
@@ -225,7 +225,3 @@ def export_quantized(config: ExportConfig, say=print) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return record
-
-
-def config_dict(config: ExportConfig) -> dict:
-    return asdict(config)
