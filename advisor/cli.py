@@ -279,11 +279,13 @@ def _export_demo(folder, corpus_file, out) -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Models swept at once, one process each (CPU threads are shared out).")
+@click.option("--no-catalog", is_flag=True,
+              help="Keep these models out of the recommendation catalog (research models, e.g. the zoo).")
 @click.option("--json", "as_json", is_flag=True, help="Print the logged metrics as JSON, no progress.")
 @friendly_errors
 def sweep(models, models_file, formats_spec, dataset, methods, experiment, tracking_uri, seq_len, max_windows,
           slope_windows, calibration_size, hessians, damp, seed, dtype, landscape_step, batch_size,
-          workers, as_json):
+          workers, no_catalog, as_json):
     """Quantize every model to every format and method; log each variant as an MLflow run.
 
     A parent run per model, a child run per (format, method). Re-running resumes: variants whose
@@ -328,7 +330,7 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
 
         try:
             results = run_sweep(config, tracking_uri, say, done=lambda: bar.advance(task),
-                                workers=workers)
+                                workers=workers, grow_catalog=not no_catalog)
         except TrackingError as err:
             raise AdvisorError(str(err)) from None
         bar.update(task, description="variants")
@@ -402,8 +404,9 @@ from advisor.export_command import export  # noqa: E402
 from advisor.gate import gate  # noqa: E402
 from advisor.recommend_command import recommend, seed  # noqa: E402
 from advisor.registry_commands import fit_predictor, fit_qid, registry  # noqa: E402
+from advisor.zoo_command import zoo  # noqa: E402
 
-for command in (fit_predictor, fit_qid, registry, recommend, seed, models, pareto, explain, export, gate):
+for command in (fit_predictor, fit_qid, registry, recommend, seed, models, pareto, explain, export, gate, zoo):
     cli.add_command(command)
 
 

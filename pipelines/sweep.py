@@ -278,12 +278,13 @@ def variant_count(config: SweepConfig) -> int:
 
 
 def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
-              done=lambda: None, workers: int = 1, executor=None) -> dict:
+              done=lambda: None, workers: int = 1, executor=None, grow_catalog: bool = True) -> dict:
     """Run a whole sweep into `tracking_uri` (default: MLflow's own default store).
 
     `say(message)` reports each step; `done()` is called once per variant, reused or measured;
     `executor` (see `sweep_executors`) places the per-model units; by default `workers` > 1
-    sweeps that many models at once in separate processes.
+    sweeps that many models at once in separate processes. `grow_catalog=False` keeps the swept
+    models out of the recommendation catalog (research models such as the micro-suite).
     """
     from pipelines.sweep_executors import SweepUnit, executor_for
     from registry.versions import experiment_id as ensure_experiment
@@ -310,6 +311,8 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
     results = {entry.spec: by_spec[entry.spec] for entry in config.models}
     say(f"sweep {config.experiment}: {sum(len(r) for r in results.values())} variants "
         f"in {time.perf_counter() - start:.0f} s")
+    if not grow_catalog:
+        return results
     # the catalog grows with every sweep: measured models (and their fp loss) become candidates
     from registry.catalog import refresh_catalog
 

@@ -15,12 +15,7 @@ from pathlib import Path
 
 import torch
 
-
-def python_docs_text() -> str:
-    """CPython's documentation topics as one text (0.47 M characters)."""
-    from pydoc_data.topics import topics
-
-    return "\n\n".join(topics[key].strip() for key in sorted(topics))
+from pipelines.offline_corpora import python_docs_text  # noqa: F401  (the tiny models' corpus)
 
 
 def train_tokenizer(text: str, vocab_size: int = 1024):

@@ -96,10 +96,12 @@ def build_feature_table(query: TableQuery = TableQuery(), client=None):
         "slope_rtn": rtn["metrics.slope_rtn"], "bpb_rtn": rtn["metrics.bpb_rtn"],
         "bits_per_weight": rtn["metrics.bits_per_weight"], "bytes": rtn["metrics.bytes"],
     })
+    # an RTN-only sweep has no GPTQ metric columns at all: its rows are predictable, not learnable
     gptq = pd.DataFrame({
         "parent_run_id": gptq["parent_run_id"], "format": gptq["params.format"],
-        "gptq_run_id": gptq["run_id"], "nll_gptq": gptq["metrics.nll_gptq"],
-        "bpb_gptq": gptq["metrics.bpb_gptq"], "sqnr_gptq_db": gptq["metrics.sqnr_gptq_db"],
+        "gptq_run_id": gptq["run_id"], "nll_gptq": _column(gptq, "metrics.nll_gptq", float("nan")),
+        "bpb_gptq": _column(gptq, "metrics.bpb_gptq", float("nan")),
+        "sqnr_gptq_db": _column(gptq, "metrics.sqnr_gptq_db", float("nan")),
     })
     table = models.merge(rtn, on="parent_run_id").merge(gptq, on=["parent_run_id", "format"], how="left")
     table = table.dropna(subset=list(FEATURES))

@@ -130,9 +130,10 @@ class _LogSpaceLawFit(RegressorMixin, BaseEstimator):
                 for name in self.PARAMS}
 
     def as_law(self, source: str) -> dict:
-        """The fit as a JSON-able law entry: parameters, 95% intervals, n_rows, source."""
+        """The fit as a JSON-able law entry: parameters, 95% intervals, rows fitted/dropped, source."""
         return {**self.params_, "intervals": {k: list(v) for k, v in self.intervals_.items()},
-                "n_rows": self.n_rows_, "rmse_log": self.rmse_log_, "source": source}
+                "n_rows": self.n_rows_, "n_dropped": self.n_dropped_, "rmse_log": self.rmse_log_,
+                "source": source}
 
 
 class QiDLawFit(_LogSpaceLawFit):

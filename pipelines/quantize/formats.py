@@ -223,6 +223,8 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "ocp-mx": ("mxfp8_e5m2_32", "mxfp8_e4m3_32", "mxfp6_e3m2_32", "mxfp6_e2m3_32",
                "mxfp4_e2m1_32", "mxint8_32"),
     "classic-int": ("int8_chan", "int4_chan", "int4_g128", "int4_g32", "int3_g128", "int8_tens"),
+    # Ouyang et al.'s precisions P in {2, 3, 4, 8}, as grouped ints and as MX ints (one QiD law each)
+    "qid": tuple(f"{fam}{p}_{k}" for fam, k in (("int", "g32"), ("mxint", "32")) for p in (2, 3, 4, 8)),
     "demo": ("mxint8_32", "mxint4_32", "mxfp4_e2m1_32", "mxfp6_e3m2_32", "mxint3_32",
              "int8_chan", "int4_g128", "int4_chan"),
 }

@@ -1,0 +1,63 @@
+"""`advisor zoo`: train the micro-suite (Ouyang et al.'s design at micro scale) and log it."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from advisor.errors import AdvisorError, friendly_errors
+from advisor.registry_commands import TRACKING_HELP
+from pipelines.zoo_training import PRESETS, tokens_label
+
+
+def _preset_help() -> str:
+    return "; ".join(f"{name}: {p.description}" for name, p in PRESETS.items())
+
+
+@click.command()
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="cpu-small", show_default=True,
+              help=_preset_help())
+@click.option("--out", type=click.Path(file_okay=False), default="zoo", show_default=True,
+              help="Folder for the checkpoints (a sub-folder per preset).")
+@click.option("--dataset", default=None,
+              help="Training/validation text: a named corpus (shakespeare-milton, python-docs), a file or "
+                   "folder [default: the preset's].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Initialisation and data order of every size.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+@click.option("--experiment", default="ptq-zoo", show_default=True, help="MLflow experiment of the checkpoints.")
+@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the checkpoints (N, D, losses, run ids) as JSON.")
+@friendly_errors
+def zoo(preset, out, dataset, seed, device, experiment, tracking_uri, as_json):
+    """Train a suite of Llama-style models from scratch; log every checkpoint as an MLflow run.
+
+    Every size sees the same data in the same order; checkpoints at log-spaced token counts D.
+    Re-running resumes from the newest checkpoint and logs only what the store lacks, so a suite
+    trained elsewhere (e.g. `--preset gpu` on a CUDA machine) is brought in by running this on
+    its folder. Then sweep it: `advisor sweep --models-file OUT/PRESET/models.yaml --formats qid`.
+    """
+    from pipelines.tracking import use_store
+    from pipelines.zoo import ZooConfig, run_zoo
+
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise AdvisorError(f"--device takes auto, cpu or cuda[:N], not {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise AdvisorError(f"--device {device}: no CUDA device here; use --device cpu")
+    if tracking_uri:
+        use_store(tracking_uri)
+    config = ZooConfig(preset=preset, out=out, dataset=dataset, seed=seed, experiment=experiment, device=device)
+    result = run_zoo(config, say=(lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True)))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{len(result['checkpoints'])} checkpoints of {result['family']} in experiment {experiment}:")
+    click.echo(f"  {'checkpoint':<28} {'N non-emb':>10} {'D tokens':>9} {'train':>7} {'val nats':>8} {'val bpb':>7}")
+    for row in result["checkpoints"]:
+        click.echo(f"  {row['name']:<28} {row['non_embedding_params']:>10,} {tokens_label(row['train_tokens']):>9} "
+                   f"{row['train_loss']:>7.3f} {row['nll_val']:>8.3f} {row['bpb_val']:>7.3f}")
+    click.echo(f"next: advisor sweep --models-file {result['models_file']} --formats qid "
+               f"--dataset {result['dataset']} --no-catalog")

@@ -1,0 +1,235 @@
+"""Train a micro-suite of Llama-style models from scratch, with checkpoints along the way.
+
+The design of the Pythia suite that Ouyang et al. fitted the QiD law on, at micro scale: one
+architecture at several widths/depths, every size trained on the *same* data in the same order
+(one seed), one learning-rate schedule per size over the whole token budget, and checkpoints at
+log-spaced token counts D taken mid-schedule — as Pythia's intermediate checkpoints are.
+
+A checkpoint folder is a transformers model + tokenizer (loadable by the sweep) plus
+`zoo.json` (what it is: size, tokens seen, losses). The newest checkpoint of a size also keeps
+`trainer_state.pt`, so an interrupted run resumes from it with the same batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STATE_FILE = "trainer_state.pt"
+INFO_FILE = "zoo.json"
+
+
+@dataclass(frozen=True)
+class ZooSize:
+    """One model size of the suite (Llama layout, multi-head attention, tied embeddings)."""
+
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+
+    @property
+    def intermediate(self) -> int:
+        return int(self.hidden * 8 / 3) // 8 * 8  # Llama's SwiGLU width rule, a multiple of 8
+
+
+@dataclass(frozen=True)
+class ZooPreset:
+    """Everything that fixes a suite: sizes, tokens, checkpoints, data and optimisation."""
+
+    name: str
+    sizes: tuple[ZooSize, ...]
+    max_tokens: int  # D of the last checkpoint, per size
+    checkpoints: int  # log-spaced from max_tokens / 2**(checkpoints-1) to max_tokens
+    vocab_size: int = 4096
+    seq_len: int = 256
+    batch: int = 16
+    lr: float = 2e-3
+    warmup: float = 0.05  # fraction of steps
+    min_lr: float = 0.1  # cosine floor, fraction of lr (Pythia decays to 10 %)
+    eval_windows: int = 64
+    dataset: str = "shakespeare-milton"
+    description: str = ""
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch * self.seq_len
+
+    @property
+    def total_steps(self) -> int:
+        return math.ceil(self.max_tokens / self.tokens_per_step)
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps after which a checkpoint is saved: log-spaced tokens, factor 2 apart."""
+        steps = {max(1, round(self.total_steps / 2 ** k)) for k in range(self.checkpoints)}
+        return sorted(steps)
+
+
+PRESETS = {
+    # seconds: the tests' suite (python docs corpus, three sizes)
+    "test": ZooPreset("test", (ZooSize("xs", 32, 1, 2), ZooSize("s", 64, 2, 4), ZooSize("m", 128, 2, 4)),
+                      max_tokens=96 * 1024, checkpoints=3, vocab_size=512, seq_len=64, batch=16, lr=3e-3,
+                      eval_windows=16, dataset="python-docs", description="test preset (seconds)"),
+    # ~35 min on 2 CPU cores (fp32: no AVX-512 bf16 here, where bf16 is slower)
+    "cpu-small": ZooPreset("cpu-small", (ZooSize("xs", 48, 2, 3), ZooSize("s", 96, 3, 3),
+                                         ZooSize("m", 160, 4, 5), ZooSize("l", 256, 5, 8)),
+                           max_tokens=3_276_800, checkpoints=7,
+                           description="4 sizes, 55 k-3.9 M non-embedding params, 7 checkpoints 51 k-3.3 M tokens"),
+    # a GPU: same design, 1.5 decades more compute; bring in a larger corpus with --dataset
+    "gpu": ZooPreset("gpu", (ZooSize("s", 256, 6, 8), ZooSize("m", 512, 8, 8), ZooSize("l", 768, 12, 12),
+                             ZooSize("xl", 1024, 16, 16)),
+                     max_tokens=400_000_000, checkpoints=8, vocab_size=16384, seq_len=512, batch=64, lr=1e-3,
+                     eval_windows=256, description="4 sizes, 5 M-200 M non-embedding params, up to 400 M tokens"),
+}
+
+
+def tokens_label(tokens: int) -> str:
+    """`3.3M`, `51k`: a short label for a token count."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if tokens >= scale:
+            return f"{tokens / scale:.3g}{unit}"
+    return str(tokens)
+
+
+def build_model(size: ZooSize, preset: ZooPreset, tokenizer):
+    """An untrained LlamaForCausalLM of `size`, transformers' own class."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=size.hidden, num_hidden_layers=size.layers,
+                         num_attention_heads=size.heads, num_key_value_heads=size.heads,
+                         intermediate_size=size.intermediate, max_position_embeddings=preset.seq_len,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=True)
+    return LlamaForCausalLM(config)
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(total, non-embedding) parameters; tied input/output embeddings counted once."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.get_input_embeddings().weight.numel()
+    return total, total - embedding
+
+
+def learning_rate(step: int, preset: ZooPreset) -> float:
+    """Linear warmup, then cosine decay to min_lr·lr at the last step (step counts from 0)."""
+    warm = max(1, round(preset.warmup * preset.total_steps))
+    if step < warm:
+        return preset.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, preset.total_steps - warm)
+    return preset.lr * (preset.min_lr + (1 - preset.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def batch_starts(generator: torch.Generator, preset: ZooPreset, stream_len: int) -> torch.Tensor:
+    """Random window starts of one batch; the generator state is the data order."""
+    return torch.randint(0, stream_len - preset.seq_len - 1, (preset.batch,), generator=generator)
+
+
+def checkpoint_dir(out: Path, preset: ZooPreset, size: ZooSize, step: int) -> Path:
+    return out / size.name / f"step{step:07d}"
+
+
+def read_info(folder: Path) -> dict | None:
+    path = folder / INFO_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def completed_checkpoints(out: Path, size: ZooSize) -> list[Path]:
+    """Checkpoint folders of one size that were fully written, oldest first."""
+    root = out / size.name
+    return sorted(p for p in root.glob("step*") if p.is_dir() and read_info(p)) if root.exists() else []
+
+
+def _save(model, tokenizer, folder: Path, info: dict, state: dict | None) -> None:
+    tmp = folder.with_name(folder.name + ".partial")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if state is not None:
+        torch.save(state, tmp / STATE_FILE)
+    (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
+    tmp.rename(folder)  # atomic: zoo.json inside means the checkpoint is complete
+
+
+def train_size(size: ZooSize, preset: ZooPreset, tokenizer, stream: np.ndarray, evaluate, out: Path,
+               seed: int, device: str = "cpu", on_checkpoint=None, say=print) -> list[Path]:
+    """Train one size to preset.max_tokens, saving each checkpoint; resumes from the newest one.
+
+    `evaluate(model) -> (nll nats/token, bits/byte)` on validation windows. Returns checkpoint
+    folders, oldest first; `on_checkpoint(folder)` is called for each new one.
+    """
+    from transformers import set_seed
+
+    set_seed(seed)
+    model = build_model(size, preset, tokenizer).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    generator = torch.Generator().manual_seed(seed)  # same data order for every size, as in Pythia
+    step, losses = 0, []
+    done = completed_checkpoints(out, size)
+    if done and (done[-1] / STATE_FILE).exists():
+        state = torch.load(done[-1] / STATE_FILE, weights_only=False)
+        from transformers import LlamaForCausalLM
+
+        model = LlamaForCausalLM.from_pretrained(done[-1]).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=(0.9, 0.95), weight_decay=0.1)
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step, losses = state["step"], state["losses"]
+        torch.set_rng_state(state["torch_rng"])
+        say(f"{size.name}: resuming at step {step} ({tokens_label(step * preset.tokens_per_step)} tokens)")
+    total, non_embedding = parameter_counts(model)
+    ids = torch.from_numpy(stream.astype(np.int64))
+    pending = [s for s in preset.checkpoint_steps() if s > step]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else None
+    model.train()
+    started = time.time()
+    while pending:
+        starts = batch_starts(generator, preset, ids.numel())
+        batch = torch.stack([ids[s:s + preset.seq_len] for s in starts.tolist()]).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, preset)
+        if autocast:
+            with autocast:
+                loss = model(input_ids=batch, labels=batch).loss
+        else:
+            loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss))
+        step += 1
+        if step != pending[0]:
+            continue
+        pending.pop(0)
+        model.eval()
+        nll, bpb = evaluate(model)
+        model.train()
+        tokens = step * preset.tokens_per_step
+        recent = losses[-max(1, min(len(losses), 20)):]
+        info = {"preset": preset.name, "size": asdict(size) | {"intermediate": size.intermediate},
+                "step": step, "train_tokens": tokens, "train_loss": float(np.mean(recent)),
+                "nll_val": nll, "bpb_val": bpb, "total_params": total,
+                "non_embedding_params": non_embedding, "seed": seed, "lr_now": learning_rate(step - 1, preset),
+                "train_seconds": time.time() - started, "device": device}
+        state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
+                 "losses": losses, "torch_rng": torch.get_rng_state()}
+        folder = checkpoint_dir(out, preset, size, step)
+        _save(model, tokenizer, folder, info, state)
+        for older in completed_checkpoints(out, size)[:-1]:
+            (older / STATE_FILE).unlink(missing_ok=True)  # only the newest is needed to resume
+        say(f"{size.name}: {tokens_label(tokens)} tokens, train loss {info['train_loss']:.3f}, "
+            f"validation {nll:.3f} nats/token ({bpb:.3f} bits/byte)")
+        if on_checkpoint:
+            on_checkpoint(folder)
+    return completed_checkpoints(out, size)
+
+
+def losses_curve(folder: Path) -> list[float]:
+    """Training loss per step stored with a size's newest checkpoint ([] when not kept)."""
+    path = folder / STATE_FILE
+    return torch.load(path, weights_only=False)["losses"] if path.exists() else []
