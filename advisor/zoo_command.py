@@ -8,7 +8,7 @@ import click
 
 from advisor.errors import AdvisorError, friendly_errors
 from advisor.registry_commands import TRACKING_HELP
-from pipelines.zoo_training import PRESETS, tokens_label
+from pipelines.zoo_presets import PRESETS, tokens_label
 
 
 def _preset_help() -> str:

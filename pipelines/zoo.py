@@ -3,7 +3,8 @@
 Experiment `ptq-zoo`: a parent run per size (its training-loss curve), a child run per checkpoint
 with N (total and non-embedding parameters), D (`train_tokens`), the training loss, the validation
 NLL (nats/token and bits/byte) and the checkpoint folder as an artifact. The run key hashes the
-preset, size, seed, data and code, so re-running logs only what is missing: a suite trained on
+preset, size, seed and data (the training code's hash is a parameter, for provenance), so
+re-running logs only what is missing: a suite trained on
 another machine (a GPU) is brought into the store by running the same command on its folder.
 
 The pipeline ends by writing `models.yaml` (family `zoo-<preset>`, train_tokens per checkpoint)
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipelines.tracking import KEY_TAG, KIND_TAG, finished_run, use_store, variant_key
-from pipelines.zoo_training import PRESETS, ZooPreset, read_info, tokens_label
+from pipelines.zoo_presets import PRESETS, ZooPreset, tokens_label
 
 EXPERIMENT = "ptq-zoo"
 MODELS_FILE = "models.yaml"
@@ -122,8 +123,8 @@ class ZooLogger:
         self.experiment_id = ensure_experiment(
             self.client, config.experiment, "Micro-suite of Llama-style models trained here: a parent run per "
             "size, a child run per checkpoint (N, D, losses, checkpoint artifact).")
-        self.base = {"preset": asdict(config.spec), "seed": config.seed, "dataset_digest": corpus.digest,
-                     "training_code": _training_code()}
+        # the checkpoint folders are the suite; the training code's hash is provenance, not identity
+        self.base = {"preset": asdict(config.spec), "seed": config.seed, "dataset_digest": corpus.digest}
 
     def _parent(self, size) -> str:
         key = variant_key(self.base | {"size": size.name})
@@ -137,13 +138,15 @@ class ZooLogger:
                   "heads": size.heads, "intermediate": size.intermediate, "vocab_size": spec.vocab_size,
                   "seq_len": spec.seq_len, "batch": spec.batch, "lr": spec.lr, "max_tokens": spec.max_tokens,
                   "seed": self.config.seed, "dataset": self.corpus.spec, "dataset_digest": self.corpus.digest,
-                  "training_code": self.base["training_code"]}
+                  "training_code": _training_code()}
         for name, value in params.items():
             self.client.log_param(run.info.run_id, name, value)
         return run.info.run_id
 
     def log(self, folder: Path, size) -> str:
         """The run id of this checkpoint's run, logging it first if it is not in the store."""
+        from pipelines.zoo_training import read_info
+
         info = read_info(folder)
         key = variant_key(self.base | {"size": size.name, "train_tokens": info["train_tokens"]})
         done = finished_run(self.client, self.experiment_id, key)
@@ -192,7 +195,7 @@ def run_zoo(config: ZooConfig, tracking_uri: str | None = None, say=print) -> di
     import torch
 
     from pipelines.corpus import load_corpus
-    from pipelines.zoo_training import train_size
+    from pipelines.zoo_training import read_info, train_size
 
     if tracking_uri:
         use_store(tracking_uri)

@@ -29,7 +29,7 @@ class Law:
 
     def predict(self, frame):
         """QiD: DataFrame delta_nll, law_key (nats/token); 16-bit: loss16 (nats/token)."""
-        from registry.law_model import predict_loss16, predict_qid
+        from registry.law_formulas import predict_loss16, predict_qid
 
         if self.config["kind"] == "qid-law":
             return predict_qid(self.config["fits"], frame)

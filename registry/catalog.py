@@ -133,6 +133,11 @@ class Catalog:
         raise CatalogError(f"no model {name!r} in catalog {self.reference}; known: "
                            f"{', '.join(e.name for e in self.entries)}")
 
+    def to_dict(self) -> dict:
+        """JSON-able form (entries, version, source, digest); `catalog_from_dict` reads it back."""
+        return {"entries": [e.to_dict() for e in self.entries], "version": self.version,
+                "source": self.source, "digest": self.digest}
+
     def table(self):
         """The entries as a pandas DataFrame, one row each (the registered pyfunc's predict output)."""
         import pandas as pd
@@ -475,6 +480,12 @@ def refresh_catalog(client, experiments=("ptq-sweep",)):
     return register_catalog(merge(load_seed(), measured), client=client,
                             description=f"Curated public models + {len(measured)} swept models",
                             source="seed+runs" if measured else "seed")
+
+
+def catalog_from_dict(data: dict) -> Catalog:
+    """A Catalog from `Catalog.to_dict()` output, every entry validated again."""
+    entries = [_check(d, f"catalog entry {i}", _MINIMUM) for i, d in enumerate(data["entries"], 1)]
+    return Catalog(tuple(entries), data["version"], data["source"], data["digest"])
 
 
 def load_catalog(ref: str = CURRENT, client=None) -> Catalog:

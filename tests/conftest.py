@@ -13,6 +13,8 @@ from pipelines.tiny_model import TinySpec, build_model, ensure_tiny_model, pytho
 def _isolated_state(tmp_path, monkeypatch):
     """Every test gets its own cache and working directory: no test touches a user's state."""
     monkeypatch.setenv("PTQ_ADVISOR_CACHE", str(tmp_path / "cache"))
+    # recommend's answer cache starts a detached logger per answer: only the tests about it turn it on
+    monkeypatch.setenv("PTQ_ADVISOR_ANSWER_CACHE", "off")
     import mlflow
 
     for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI",

@@ -163,7 +163,7 @@ def test_json_follows_the_documented_schema_and_incomplete_catalog_entries_are_s
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert set(report) == {"schema", "budget", "memory_plan", "versions", "candidates", "fitting", "winner",
-                           "rows", "notes", "run_id"}
+                           "rows", "notes", "run_id", "recommendation_id"}
     assert all(set(row) == ROW_KEYS for row in report["rows"])
     assert set(report["memory_plan"]) == {"context", "batch", "kv_bits", "overhead"}
     assert "mystery-7b: catalog entry lacks layers, so its size is unknown" in report["notes"]
@@ -183,11 +183,89 @@ def test_recommend_exports_the_winner_with_its_prediction(fitted_uri, tmp_path, 
 
 
 def test_recommend_imports_no_torch_transformers_or_sklearn(tracking_uri):
+    import os
     import subprocess
     import sys
 
     code = ("import sys; from click.testing import CliRunner; from advisor.cli import cli; "
             "r = CliRunner().invoke(cli, ['recommend', '--memory', '8GB', '--json']); "
-            "print(r.exit_code, sorted(m for m in ('torch', 'transformers', 'sklearn', 'skops') if m in sys.modules))")
+            "print(r.exit_code, sorted(m for m in ('torch', 'transformers', 'sklearn', 'skops', 'mlflow') "
+            "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "0 ['mlflow']", done.stderr[-2000:]
+    # a repeat on the unchanged store answers from the answer cache, without even MLflow
+    env = {**os.environ, "PTQ_ADVISOR_ANSWER_CACHE": "on"}
+    from advisor.answer_cache import refresh
+    from advisor.recommend_command import gather_inputs
+
+    assert refresh(mlflow.MlflowClient(tracking_uri), tracking_uri, ["ptq-sweep"],
+                   lambda c: gather_inputs(c, ["ptq-sweep"]))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr[-2000:]
+
+
+def _wait_for(predicate, timeout=120.0):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _recommendation_runs(uri):
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("ptq-recommendations")
+    return client.search_runs([experiment.experiment_id], max_results=1000) if experiment else []
+
+
+def test_a_repeat_answers_from_the_cache_until_the_store_changes(fitted_uri, monkeypatch, tmp_path):
+    from advisor.answer_cache import cache_root, snapshot_file
+
+    monkeypatch.setenv("PTQ_ADVISOR_ANSWER_CACHE", "on")
+    first = recommend("--memory", "0.2MB", "--json", *MEASURED)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert report["run_id"]  # read the store, logged at once
+    snapshot = snapshot_file(f"sqlite:///{tmp_path / 'mlflow.db'}", ["ptq-sweep"])
+    assert _wait_for(snapshot.exists), (cache_root() / "logger.log").read_text()  # the logger fills it
+
+    again = recommend("--memory", "0.2MB", "--json", *MEASURED)
+    assert again.exit_code == 0, again.output
+    cached = json.loads(again.stdout)
+    assert cached["run_id"] is None and cached["recommendation_id"] != report["recommendation_id"]
+    assert {k: v for k, v in cached.items() if k not in ("run_id", "recommendation_id")} == \
+        {k: v for k, v in report.items() if k not in ("run_id", "recommendation_id")}
+    # the detached logger logs it (tagged with its id) and empties the spool
+    assert _wait_for(lambda: any(r.data.tags.get("ptq.recommendation_id") == cached["recommendation_id"]
+                                 for r in _recommendation_runs(fitted_uri))), \
+        (cache_root() / "logger.log").read_text()
+    assert _wait_for(lambda: not list((cache_root() / "spool").glob("*.json")))
+
+    # any write to the store invalidates the cache: here the champion alias moves in the registry
+    client = mlflow.MlflowClient(fitted_uri)
+    assert _wait_for(lambda: snapshot.exists())
+    client.set_registered_model_alias("ptq-loss-predictor", "champion", "1")
+    moved = recommend("--memory", "0.2MB", *MEASURED)
+    assert moved.exit_code == 0, moved.output
+    assert "logged as run" in moved.stdout and "answered from the answer cache" not in moved.stdout
+
+
+def test_a_recommendation_a_dead_logger_left_behind_is_logged_by_the_next_one(fitted_uri, monkeypatch, tmp_path):
+    import os
+
+    from advisor.recommendation_log import new_id, spool
+
+    monkeypatch.setenv("PTQ_ADVISOR_ANSWER_CACHE", "on")
+    record = {"id": new_id(), "budget": {"text": "1MB", "bytes": 10**6},
+              "plan": {"context": 0, "batch": 1, "kv_bits": 16, "overhead": 0.05},
+              "inputs": {"memory": "1MB"}, "versions": {}, "rows": [], "winner": None}
+    path = spool(f"sqlite:///{tmp_path / 'mlflow.db'}", ["ptq-sweep"], record)
+    os.utime(path, (1, 1))  # long ago: its logger is gone
+    result = recommend("--memory", "0.2MB", *MEASURED)
+    assert result.exit_code == 0, result.output
+    assert not path.exists()
+    assert [r.info.run_name for r in _recommendation_runs(fitted_uri)
+            if r.data.tags.get("ptq.recommendation_id") == record["id"]] == ["1MB: nothing fits"]

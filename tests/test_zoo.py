@@ -9,7 +9,8 @@ import yaml
 from click.testing import CliRunner
 
 from advisor.cli import cli
-from pipelines.zoo_training import PRESETS, ZooPreset, ZooSize, learning_rate
+from pipelines.zoo_presets import PRESETS, ZooPreset, ZooSize
+from pipelines.zoo_training import learning_rate
 
 
 @pytest.fixture(scope="module")
