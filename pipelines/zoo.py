@@ -136,7 +136,7 @@ class ZooLogger:
         spec = self.config.spec
         params = {"preset": spec.name, "size": size.name, "hidden": size.hidden, "layers": size.layers,
                   "heads": size.heads, "intermediate": size.intermediate, "vocab_size": spec.vocab_size,
-                  "seq_len": spec.seq_len, "batch": spec.batch, "lr": spec.lr, "max_tokens": spec.max_tokens,
+                  "seq_len": spec.seq_len, "batch": spec.batch, "lr": size.peak_lr(spec), "max_tokens": spec.max_tokens,
                   "seed": self.config.seed, "dataset": self.corpus.spec, "dataset_digest": self.corpus.digest,
                   "training_code": _training_code()}
         for name, value in params.items():

@@ -18,6 +18,10 @@ class ZooSize:
     hidden: int
     layers: int
     heads: int
+    lr: float | None = None  # peak learning rate when not the preset's (wider models need less, as in Pythia)
+
+    def peak_lr(self, preset: "ZooPreset") -> float:
+        return preset.lr if self.lr is None else self.lr
 
     @property
     def intermediate(self) -> int:
@@ -63,12 +67,12 @@ PRESETS = {
                       eval_windows=16, dataset="python-docs", description="test preset (seconds)"),
     # ~35 min on 2 CPU cores (fp32: no AVX-512 bf16 here, where bf16 is slower)
     "cpu-small": ZooPreset("cpu-small", (ZooSize("xs", 48, 2, 3), ZooSize("s", 96, 3, 3),
-                                         ZooSize("m", 160, 4, 5), ZooSize("l", 256, 5, 8)),
+                                         ZooSize("m", 160, 4, 5), ZooSize("l", 256, 5, 8, lr=1e-3)),
                            max_tokens=3_276_800, checkpoints=7,
                            description="4 sizes, 55 k-3.9 M non-embedding params, 7 checkpoints 51 k-3.3 M tokens"),
     # a GPU: same design, 1.5 decades more compute; bring in a larger corpus with --dataset
-    "gpu": ZooPreset("gpu", (ZooSize("s", 256, 6, 8), ZooSize("m", 512, 8, 8), ZooSize("l", 768, 12, 12),
-                             ZooSize("xl", 1024, 16, 16)),
+    "gpu": ZooPreset("gpu", (ZooSize("s", 256, 6, 8), ZooSize("m", 512, 8, 8, lr=8e-4),
+                             ZooSize("l", 768, 12, 12, lr=6e-4), ZooSize("xl", 1024, 16, 16, lr=5e-4)),
                      max_tokens=400_000_000, checkpoints=8, vocab_size=16384, seq_len=512, batch=64, lr=1e-3,
                      eval_windows=256, description="4 sizes, 5 M-200 M non-embedding params, up to 400 M tokens"),
 }

@@ -46,13 +46,17 @@ def parameter_counts(model) -> tuple[int, int]:
     return total, total - embedding
 
 
-def learning_rate(step: int, preset: ZooPreset) -> float:
-    """Linear warmup, then cosine decay to min_lr·lr at the last step (step counts from 0)."""
+def learning_rate(step: int, preset: ZooPreset, peak: float | None = None) -> float:
+    """Linear warmup, then cosine decay to min_lr·peak at the last step (step counts from 0).
+
+    `peak`: the size's own peak rate (default the preset's).
+    """
+    peak = preset.lr if peak is None else peak
     warm = max(1, round(preset.warmup * preset.total_steps))
     if step < warm:
-        return preset.lr * (step + 1) / warm
+        return peak * (step + 1) / warm
     progress = (step - warm) / max(1, preset.total_steps - warm)
-    return preset.lr * (preset.min_lr + (1 - preset.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (preset.min_lr + (1 - preset.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def batch_starts(generator: torch.Generator, preset: ZooPreset, stream_len: int) -> torch.Tensor:
@@ -121,7 +125,7 @@ def train_size(size: ZooSize, preset: ZooPreset, tokenizer, stream: np.ndarray, 
         starts = batch_starts(generator, preset, ids.numel())
         batch = torch.stack([ids[s:s + preset.seq_len] for s in starts.tolist()]).to(device)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, preset)
+            group["lr"] = learning_rate(step, preset, size.peak_lr(preset))
         if autocast:
             with autocast:
                 loss = model(input_ids=batch, labels=batch).loss
@@ -144,7 +148,7 @@ def train_size(size: ZooSize, preset: ZooPreset, tokenizer, stream: np.ndarray, 
         info = {"preset": preset.name, "size": asdict(size) | {"intermediate": size.intermediate},
                 "step": step, "train_tokens": tokens, "train_loss": float(np.mean(recent)),
                 "nll_val": nll, "bpb_val": bpb, "total_params": total,
-                "non_embedding_params": non_embedding, "seed": seed, "lr_now": learning_rate(step - 1, preset),
+                "non_embedding_params": non_embedding, "seed": seed, "lr_now": learning_rate(step - 1, preset, size.peak_lr(preset)),
                 "train_seconds": time.time() - started, "device": device}
         state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
                  "losses": losses, "torch_rng": torch.get_rng_state()}
