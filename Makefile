@@ -45,7 +45,7 @@ ZOO_PRESET ?= cpu-small
 zoo: $(STAMP)
 	$(BIN)/advisor zoo --preset $(ZOO_PRESET) --out zoo
 	$(BIN)/advisor sweep --models-file zoo/$(ZOO_PRESET)/models.yaml --formats qid --dataset shakespeare-milton \
-		--max-windows 64 --no-catalog
+		--max-windows 64 --damp 0.01 --no-catalog
 	$(BIN)/advisor fit-qid --family zoo-$(ZOO_PRESET) --no-current
 	$(BIN)/python bench/study_qid.py --family zoo-$(ZOO_PRESET)
 

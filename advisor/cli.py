@@ -253,7 +253,8 @@ def _export_demo(folder, corpus_file, out) -> None:
 
 
 @cli.command()
-@click.option("--models", default=None, help="Comma-separated hub ids, model folders or .gguf files.")
+@click.option("--models", default=None,
+              help="Comma-separated hub ids, model folders, .gguf files or runs:/RUN_ID/checkpoint artifacts.")
 @click.option("--models-file", type=click.Path(dir_okay=False), default=None,
               help="YAML list of models with family, gguf_file, train_tokens, name (see README).")
 @click.option("--formats", "formats_spec", default="demo", show_default=True,
@@ -305,11 +306,20 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
         raise AdvisorError(f"--methods takes rtn, gptq or both (comma-separated), not {methods!r}")
     if not models and not models_file:
         raise AdvisorError("give --models and/or --models-file")
+    if tracking_uri:  # runs:/ model artifacts are read from this store
+        from pipelines.tracking import use_store
+
+        use_store(tracking_uri)
     try:
         entries = load_model_set(models_file) if models_file else []
     except ModelSetError as err:
         raise AdvisorError(str(err)) from None
-    entries += [ModelEntry(m.strip()) for m in (models or "").split(",") if m.strip()]
+    from pipelines.artifact_models import local_model
+
+    try:
+        entries += [ModelEntry(local_model(m.strip())) for m in (models or "").split(",") if m.strip()]
+    except ValueError as err:
+        raise AdvisorError(str(err)) from None
     for entry in entries:
         resolve(entry.spec, entry.gguf_file)  # a missing path fails here, before any run exists
     config = SweepConfig(models=tuple(entries), formats=tuple(formats), dataset=dataset or DEFAULT_DATASET,

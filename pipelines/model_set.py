@@ -1,7 +1,7 @@
 """A sweep's set of models: plain specs, or a YAML file naming families, files and training tokens.
 
     models:
-      - id: ./SmolLM2-dir            # hub id, folder or .gguf file
+      - id: ./SmolLM2-dir            # hub id, folder, .gguf file, or runs:/<run id>/checkpoint
         gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf   # optional, inside a folder
         family: smollm2              # optional; groups models for leave-one-family-out
         train_tokens: 2.0e12         # optional: D of the QiD law (training tokens)
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipelines.artifact_models import is_artifact_uri, local_model
 
 
 class ModelSetError(ValueError):
@@ -55,7 +57,9 @@ def load_model_set(path: str | Path) -> list[ModelEntry]:
             raise ModelSetError(f"models file {path}: entry {i + 1} has unknown keys {sorted(unknown)}; "
                                 f"allowed: {sorted(FIELDS)}")
         spec = str(item["id"])
-        if not Path(spec).expanduser().is_absolute() and (path.parent / spec).exists():
+        if is_artifact_uri(spec):
+            spec = local_model(spec)  # runs:/… or models:/…: downloaded once into the cache
+        elif not Path(spec).expanduser().is_absolute() and (path.parent / spec).exists():
             spec = str((path.parent / spec).resolve())  # a local model named relative to the file
         tokens = item.get("train_tokens")
         try:

@@ -115,6 +115,21 @@ def test_sweep_of_the_suite_fits_a_qid_law_without_moving_current(zoo_store, tmp
     assert law["version"] == "2"
 
 
+def test_a_checkpoint_artifact_is_swept_by_its_runs_uri(zoo_store):
+    uri, result, _ = zoo_store
+    last = result["checkpoints"][-1]
+    swept = CliRunner().invoke(cli, ["sweep", "--models", f"runs:/{last['run_id']}/checkpoint", "--formats",
+                                     "int4_g32", "--methods", "rtn", "--dataset", "python-docs", "--max-windows", "2",
+                                     "--landscape-step", "0", "--no-catalog", "--experiment", "from-artifacts",
+                                     "--tracking-uri", uri, "--json"])
+    assert swept.exit_code == 0, swept.output
+    (model,) = json.loads(swept.stdout).values()
+    (metrics,) = model.values()
+    assert metrics["nll_rtn"] > 0  # measured from the downloaded checkpoint
+    bad = CliRunner().invoke(cli, ["sweep", "--models", "runs:/0123456789abcdef/checkpoint", "--tracking-uri", uri])
+    assert bad.exit_code == 2 and "could not download model runs:/0123456789abcdef/checkpoint" in bad.output
+
+
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, tokenizer, docs_text):
     from pipelines.zoo_training import train_size
 
