@@ -135,7 +135,7 @@ def train_size(size: ZooSize, preset: ZooPreset, tokenizer, stream: np.ndarray, 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         step += 1
         if step != pending[0]:
             continue
