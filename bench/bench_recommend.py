@@ -60,7 +60,7 @@ def build_sweep(uri: str) -> None:
 
 
 def advisor(*args, uri: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
     return subprocess.run([str(ROOT / ".venv" / "bin" / "advisor"), *args], env=env, cwd=WORK,
                           capture_output=True, text=True, check=True)
 
@@ -132,7 +132,7 @@ def latency(uri: str, repeats: int = 5) -> dict:
     """Cold processes: `import mlflow`; recommend reading the store (answer cache off); recommend on
     an unchanged store (answer cache on, after its logger refreshed it)."""
     cache = WORK / "answer-cache"
-    base = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PTQ_ADVISOR_CACHE": str(cache)}
+    base = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "PTQ_ADVISOR_CACHE": str(cache)}
     python = str(ROOT / ".venv" / "bin" / "python")
     recommend = [str(ROOT / ".venv" / "bin" / "advisor"), "recommend", "--memory", "8GB", "--json"]
     runs = {"python -c 'import mlflow'": ([python, "-c", "import mlflow"], base),
