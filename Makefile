@@ -46,7 +46,7 @@ zoo: $(STAMP)
 	$(BIN)/advisor zoo --preset $(ZOO_PRESET) --out zoo
 	$(BIN)/advisor sweep --models-file zoo/$(ZOO_PRESET)/models.yaml --formats qid --dataset shakespeare-milton \
 		--max-windows 64 --damp 0.01 --no-catalog
-	$(BIN)/advisor fit-qid --family zoo-$(ZOO_PRESET) --no-current
+	$(BIN)/advisor fit-qid --family zoo-$(ZOO_PRESET) --max-bits 4 --no-current
 	$(BIN)/python bench/study_qid.py --family zoo-$(ZOO_PRESET)
 
 clean:

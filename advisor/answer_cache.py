@@ -3,9 +3,9 @@
 Why: importing MLflow and opening its SQLAlchemy store cost about 2.8 s before a recommendation
 does any work, twice the time of the work itself. The inputs of a recommendation (catalog,
 measured feature table, champion predictor, current laws) change only when something writes to
-the store, and every write to a sqlite store changes its file's size or modification time (or
-those of its -wal/-journal companions). So the inputs are kept as one JSON file per (store,
-experiments), stamped with the files' (size, mtime_ns); a recommendation whose stamp still matches
+the store, and every write to a sqlite store changes its header's change counter, its size or
+modification time, or those of its -wal/-journal companions. So the inputs are kept as one JSON
+file per (store, experiments), stamped with all of these; a recommendation whose stamp still matches
 answers from it without importing MLflow. Any write — a sweep, a fit, an alias moved in the UI,
 another recommendation being logged — invalidates it; the logger refreshes it afterwards, reading
 the store between two equal stamps so that what it saves is exactly one state of the store.
@@ -69,11 +69,18 @@ def default_uri() -> str:
 
 
 def store_stamp(uri: str | None) -> list | None:
-    """(suffix, size, mtime_ns) of the sqlite file and its companions; None when not a sqlite file."""
+    """(suffix, size, mtime_ns) of the sqlite file and its companions, and the database's file
+    change counter; None when not a sqlite file."""
     path = sqlite_file(uri)
     if path is None or not path.exists():
         return None
-    stamp = []
+    # mtime ticks coarsely (a few ms) and an in-place write keeps the size; the header's change
+    # counter (bytes 24-27) moves on every committed transaction outside WAL mode
+    try:
+        with open(path, "rb") as f:
+            stamp = [["counter", f.read(28)[24:].hex()]]
+    except OSError:
+        return None
     for suffix in _COMPANIONS:
         try:
             info = os.stat(f"{path}{suffix}")

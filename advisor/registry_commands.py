@@ -93,11 +93,14 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
 @sweep_data_options
 @click.option("--bootstrap", type=click.IntRange(10, 10_000), default=200, show_default=True,
               help="Bootstrap resamples for the 95 % confidence intervals.")
+@click.option("--max-bits", type=click.IntRange(2, 16), default=None,
+              help="Fit only rows with P ≤ this (Ouyang et al. fit 2–4 bits; 8-bit ΔqLoss is mostly noise). "
+                   "Default: every bit width.")
 @click.option("--current/--no-current", default=True, show_default=True,
               help="Move the `current` alias (the law recommend uses) to the new version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the fitted laws as JSON.")
 @friendly_errors
-def fit_qid(experiments, families, bootstrap, seed, tracking_uri, current, as_json):
+def fit_qid(experiments, families, bootstrap, seed, tracking_uri, max_bits, current, as_json):
     """Fit the QiD law ΔqLoss = k·D^β/(N^α·P^γ) per method and format family; register qid-law.
 
     N is non-embedding parameters, D training tokens (the models file's train_tokens), P bits.
@@ -114,6 +117,10 @@ def fit_qid(experiments, families, bootstrap, seed, tracking_uri, current, as_js
     if rows.empty:
         raise AdvisorError("no swept model states its training tokens: give train_tokens in the "
                            "sweep's --models-file, then sweep again")
+    if max_bits is not None:
+        rows = rows[rows["P"] <= max_bits]
+        if rows.empty:
+            raise AdvisorError(f"no swept variant has P ≤ {max_bits} bits: raise --max-bits")
     with warnings.catch_warnings(record=True) as skipped:
         warnings.simplefilter("always")
         fits = fit_qid_from_table(rows, n_bootstrap=bootstrap, seed=seed)
@@ -121,6 +128,7 @@ def fit_qid(experiments, families, bootstrap, seed, tracking_uri, current, as_js
     runs = sorted(set(rows["run_id"]) | set(rows["parent_run_id"]))
     version = register_qid_fit(fits, runs, f"QiD law fitted on {len(rows)} variants of "
                                f"{rows['model'].nunique()} models ({', '.join(experiments)}"
+                               f"{f'; P ≤ {max_bits}' if max_bits else ''}"
                                f"{'; families ' + ', '.join(families) if families else ''})",
                                set_current=current, client=client)
     if as_json:

@@ -113,6 +113,12 @@ def test_sweep_of_the_suite_fits_a_qid_law_without_moving_current(zoo_store, tmp
     client = mlflow.MlflowClient(uri)
     assert str(client.get_model_version_by_alias("qid-law", "current").version) == "1"  # still the published law
     assert law["version"] == "2"
+    # with one bit width left, γ cannot be told from k: a one-line error, nothing registered
+    one_width = CliRunner().invoke(cli, ["fit-qid", "--family", "zoo-test", "--no-current", "--max-bits", "3",
+                                         "--bootstrap", "20", "--tracking-uri", uri])
+    assert one_width.exit_code == 2 and "Traceback" not in one_width.output, one_width.output
+    assert one_width.output.startswith("Error: no QiD law could be fitted") and "4 rows" in one_width.output
+    assert len(client.search_model_versions("name = 'qid-law'")) == 2
 
 
 def test_a_checkpoint_artifact_is_swept_by_its_runs_uri(zoo_store):
