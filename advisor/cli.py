@@ -280,13 +280,18 @@ def _export_demo(folder, corpus_file, out) -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Models swept at once, one process each (CPU threads are shared out).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine (see --workers); ray: one Ray task per variant.")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to join (ray://host:10001 or auto); default: start a local one. "
+                   "Workers must reach the tracking store: use a tracking server.")
 @click.option("--no-catalog", is_flag=True,
               help="Keep these models out of the recommendation catalog (research models, e.g. the zoo).")
 @click.option("--json", "as_json", is_flag=True, help="Print the logged metrics as JSON, no progress.")
 @friendly_errors
 def sweep(models, models_file, formats_spec, dataset, methods, experiment, tracking_uri, seq_len, max_windows,
           slope_windows, calibration_size, hessians, damp, seed, dtype, landscape_step, batch_size,
-          workers, no_catalog, as_json):
+          workers, executor, ray_address, no_catalog, as_json):
     """Quantize every model to every format and method; log each variant as an MLflow run.
 
     A parent run per model, a child run per (format, method). Re-running resumes: variants whose
@@ -306,6 +311,23 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
         raise AdvisorError(f"--methods takes rtn, gptq or both (comma-separated), not {methods!r}")
     if not models and not models_file:
         raise AdvisorError("give --models and/or --models-file")
+    if executor == "ray" and workers > 1:
+        raise AdvisorError("--workers is for --executor local; Ray places one task per variant itself")
+    if ray_address and executor != "ray":
+        raise AdvisorError("--ray-address needs --executor ray")
+    store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if ray_address and not store.startswith(("http://", "https://", "databricks")):
+        raise AdvisorError(f"a Ray cluster at {ray_address} cannot reach the local store {store}: "
+                           "sweep into a tracking server (README: Running for a team)")
+    runner = None
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise AdvisorError("--executor ray needs Ray: pip install 'ptq-advisor[team]'") from None
+        from pipelines.ray_executor import RayExecutor
+
+        runner = RayExecutor(ray_address)
     if tracking_uri:  # runs:/ model artifacts are read from this store
         from pipelines.tracking import use_store
 
@@ -340,7 +362,7 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
 
         try:
             results = run_sweep(config, tracking_uri, say, done=lambda: bar.advance(task),
-                                workers=workers, grow_catalog=not no_catalog)
+                                workers=workers, executor=runner, grow_catalog=not no_catalog)
         except TrackingError as err:
             raise AdvisorError(str(err)) from None
         bar.update(task, description="variants")

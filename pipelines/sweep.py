@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipelines.model_set import ModelEntry
-from pipelines.tracking import (KEY_TAG, KIND_TAG, code_version, finished_run, runs_with_key, use_store,
-                                variant_key)
+from pipelines.run_claims import DUPLICATE_TAG, OWNER_TAG, Heartbeat, claim_tags, settle
+from pipelines.run_claims import order as _order
+from pipelines.tracking import KEY_TAG, KIND_TAG, code_version, runs_with_key, use_store, variant_key
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -75,135 +76,233 @@ def _log_dataset(mlflow, corpus) -> None:
         mlflow.log_input(dataset, context="evaluation")
 
 
+@dataclass
+class Waiting:
+    """A variant another live sweep is measuring (its run id): wait for it, do not measure it twice."""
+
+    run_id: str
+
+
 def _child(client, mlflow, experiment_id, parent_id, name, key, params, work, say):
-    """Run `work()` in a child run unless a FINISHED one with `key` exists; returns metrics."""
+    """Run `work()` in a child run of `parent_id` unless the variant is FINISHED (its metrics) or
+    claimed by a live run elsewhere (Waiting); None when it FAILED. See `run_claims`."""
     import pandas as pd
 
-    done = finished_run(client, experiment_id, key)
+    done, live = settle(client, experiment_id, key)
     if done is not None:
         say(f"{name}: reused run {done.info.run_id[:8]}")
         return done.data.metrics
+    if live:
+        say(f"{name}: being measured by {live[0].data.tags.get(OWNER_TAG, '?')}")
+        return Waiting(live[0].info.run_id)
     say(f"{name}: measuring")
     run = mlflow.start_run(run_name=name, nested=True, parent_run_id=parent_id,
-                           tags={KEY_TAG: key, KIND_TAG: "variant"})
-    try:
-        mlflow.log_params(params)
-        metrics, tables = work()
-        mlflow.log_metrics(metrics)
-        for path, rows in tables.items():
-            mlflow.log_table(pd.DataFrame(rows), path)
-    except Exception as err:  # one bad variant must not stop the sweep
-        mlflow.set_tag("ptq.error", f"{type(err).__name__}: {err}"[:4000])
-        mlflow.log_text(traceback.format_exc(), "error.txt")
-        mlflow.end_run(status="FAILED")
-        say(f"{name}: FAILED ({type(err).__name__}: {err})")
-        return None
-    mlflow.end_run(status="FINISHED")
-    return client.get_run(run.info.run_id).data.metrics
+                           tags={KEY_TAG: key, KIND_TAG: "variant", **claim_tags()})
+    run_id = run.info.run_id
+    with Heartbeat(client, run_id):
+        done, live = settle(client, experiment_id, key)
+        if done is not None or live[0].info.run_id != run_id:  # another sweep claimed it first
+            mlflow.set_tag(DUPLICATE_TAG, (done or live[0]).info.run_id)
+            mlflow.end_run(status="KILLED")
+            return done.data.metrics if done is not None else Waiting(live[0].info.run_id)
+        try:
+            mlflow.log_params(params)
+            metrics, tables = work()
+            mlflow.log_metrics(metrics)
+            for path, rows in tables.items():
+                mlflow.log_table(pd.DataFrame(rows), path)
+        except Exception as err:  # one bad variant must not stop the sweep
+            mlflow.set_tag("ptq.error", f"{type(err).__name__}: {err}"[:4000])
+            mlflow.log_text(traceback.format_exc(), "error.txt")
+            mlflow.end_run(status="FAILED")
+            say(f"{name}: FAILED ({type(err).__name__}: {err})")
+            return None
+        mlflow.end_run(status="FINISHED")
+    winner, _ = settle(client, experiment_id, key)  # a same-instant twin: the earlier one stays
+    return client.get_run(winner.info.run_id).data.metrics
+
+
+def wait_for(client, experiment_id, key, name, say, measure, poll_s: float = 2.0):
+    """A Waiting variant's metrics once its owner finishes; measured here if the owner dies."""
+    while True:
+        done, live = settle(client, experiment_id, key)
+        if done is not None:
+            say(f"{name}: reused run {done.info.run_id[:8]} (measured by another sweep)")
+            return done.data.metrics
+        if not live:
+            result = measure()
+            if not isinstance(result, Waiting):
+                return result
+        time.sleep(poll_s)
 
 
 def _numeric(record: dict, names: list[str]) -> dict:
     return {n: float(record[n]) for n in names if n in record and record[n] is not None}
 
 
-def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: ModelEntry, say,
-                root_run_id: str | None = None, done=lambda: None) -> dict:
-    """Measure and log every variant of one base model; returns {variant name: metrics}."""
-    from pipelines.architecture import architecture, non_embedding_params
-    from pipelines.corpus import load_corpus
-    from pipelines.evaluate_formats import sequence_length
-    from pipelines.features import FeatureSettings, measure_gptq, measure_rtn
-    from pipelines.measure.nll import NllResult, evaluate_nll
-    from pipelines.model_source import load_model
-    from pipelines.quantize.formats import parse_formats
-    from pipelines.quantize.rtn import count_params, find_weights
-    from pipelines.token_windows import calibration_windows, evaluation_and_subset_windows
+@dataclass
+class Variant:
+    """One (format, method) of a model: its run name, key and params."""
 
-    formats = parse_formats(list(config.formats))
-    corpus = load_corpus(config.dataset)
-    spec = entry.spec
-    model, tokenizer, source = load_model(spec, dtype=config.dtype, gguf_file=entry.gguf_file)
-    seq_len = sequence_length(model, config.seq_len)
-    name = entry.name or short_name(source.gguf_file or spec)
-    model_key = variant_key({"model": source.fingerprint, "dataset": corpus.digest,
-                             "settings": config.result_settings(), "code": code_version()})
-    settings = FeatureSettings(slope_seeds=tuple(config.seed + i for i in range(3)),
-                               hessians=config.hessians, damp=config.damp,
-                               batch_size=config.batch_size)
-    previous = runs_with_key(client, experiment_id, model_key)
-    parent_id = previous[0].info.run_id if previous else None
-    with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else name,
-                          tags=None if parent_id else {KEY_TAG: model_key, KIND_TAG: "model"},
-                          parent_run_id=None if parent_id else root_run_id,
-                          description=f"Base model {spec}: fp loss, and one child run per quantized "
-                          f"variant (format x method) measured on {corpus.spec}.") as parent:
-        parent_id = parent.info.run_id
-        windows, slope_windows = evaluation_and_subset_windows(
-            tokenizer, corpus.validation, seq_len, config.max_windows, config.slope_windows)
-        targets = find_weights(model)
-        if not previous:
-            mlflow.log_params({"model": spec, "model_kind": source.kind, "model_fingerprint": source.fingerprint,
-                               "gguf_file": source.gguf_file, "revision": source.revision,
-                               "family": entry.family, "train_tokens": entry.train_tokens,
-                               "dataset": corpus.spec, "dataset_digest": corpus.digest,
-                               "seq_len": seq_len, "windows": len(windows.input_ids),
-                               "bos": windows.bos, "code_version": code_version(),
-                               **{f"arch.{k}": v for k, v in architecture(model).items()},
-                               **{f"setting.{k}": v for k, v in config.result_settings().items()}})
-            _log_dataset(mlflow, corpus)
-        metrics = client.get_run(parent_id).data.metrics
-        if "nll_fp" in metrics:  # resumed: the fp loss is already known
-            fp = NllResult(metrics["nll_fp_total_nats"], windows.predicted_tokens, windows.predicted_bytes)
-        else:
-            say(f"{name}: fp loss")
-            fp = evaluate_nll(model, windows, config.batch_size)
-            d = sum(t.param.numel() for t in targets)
-            mlflow.log_metrics({"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte,
-                                "nll_fp_total_nats": fp.total_nats, "quantized_params": d,
-                                "total_params": count_params(model),
-                                "non_embedding_params": non_embedding_params(model),
-                                **({"train_tokens": entry.train_tokens} if entry.train_tokens else {})})
-        logged = {a.path for a in client.list_artifacts(parent_id, "landscape")}
-        if config.landscape_step_db > 0 and "landscape/profile.png" not in logged:
-            say(f"{name}: radial loss landscape")
-            _log_landscape(mlflow, model, targets, slope_windows, config, name)
-        calibration = None
-        results = {}
-        for fmt in formats:
+    name: str
+    key: str
+    fmt: object  # pipelines.quantize.formats.Format
+    method: str
+    params: dict
+
+
+class ModelContext:
+    """What measuring any variant of one base model needs, loaded once per process (no MLflow)."""
+
+    def __init__(self, config: SweepConfig, entry: ModelEntry):
+        from pipelines.corpus import load_corpus
+        from pipelines.evaluate_formats import sequence_length
+        from pipelines.features import FeatureSettings
+        from pipelines.model_source import load_model
+        from pipelines.quantize.rtn import find_weights
+        from pipelines.token_windows import evaluation_and_subset_windows
+
+        self.config, self.entry = config, entry
+        self.corpus = load_corpus(config.dataset)
+        self.model, self.tokenizer, self.source = load_model(entry.spec, dtype=config.dtype,
+                                                             gguf_file=entry.gguf_file)
+        self.seq_len = sequence_length(self.model, config.seq_len)
+        self.name = entry.name or short_name(self.source.gguf_file or entry.spec)
+        self.model_key = variant_key({"model": self.source.fingerprint, "dataset": self.corpus.digest,
+                                      "settings": config.result_settings(), "code": code_version()})
+        self.settings = FeatureSettings(slope_seeds=tuple(config.seed + i for i in range(3)),
+                                        hessians=config.hessians, damp=config.damp,
+                                        batch_size=config.batch_size)
+        self.windows, self.slope_windows = evaluation_and_subset_windows(
+            self.tokenizer, self.corpus.validation, self.seq_len, config.max_windows, config.slope_windows)
+        self.targets = find_weights(self.model)
+        self.fp = None  # NllResult, from the parent run or measured
+        self._calibration = None
+
+    def calibration(self):
+        from pipelines.token_windows import calibration_windows
+
+        if self._calibration is None:
+            self._calibration = calibration_windows(self.tokenizer, self.corpus.train, self.seq_len,
+                                                    self.config.calibration_size, seed=self.config.seed)
+        return self._calibration
+
+    def fp_from(self, metrics: dict):
+        from pipelines.measure.nll import NllResult
+
+        self.fp = NllResult(metrics["nll_fp_total_nats"], self.windows.predicted_tokens,
+                            self.windows.predicted_bytes)
+        return self.fp
+
+    def variants(self) -> list[Variant]:
+        from pipelines.quantize.formats import parse_formats
+
+        out = []
+        for fmt in parse_formats(list(self.config.formats)):
             base = {"format": fmt.name, "family": fmt.family, "precision": fmt.precision,
                     "exp_bits": fmt.exp_bits, "man_bits": fmt.man_bits,
                     "block_size": fmt.block_size or 0, "granularity": fmt.granularity}
-            for method in config.methods:
-                key = variant_key({"model": model_key, "format": fmt.name, "method": method})
-                run_name = f"{name} · {fmt.name} · {method}"
-                if method == "rtn":
-                    def work(fmt=fmt):
-                        r = measure_rtn(model, fmt, windows, slope_windows, fp, settings=settings,
-                                        targets=targets)
-                        m = _numeric(r, ["nll_rtn", "bpb_rtn", "sqnr_rtn_db", "slope_rtn", "bytes",
-                                         "bits_per_weight", "quantized_params", "seconds_rtn",
-                                         "seconds_slope"])
-                        m.update(nll=r["nll_rtn"], delta_nll=r["nll_rtn"] - fp.nll,
-                                 sqnr_db=r["sqnr_rtn_db"], bpb=r["bpb_rtn"])
-                        return m, {"layers_sqnr.json": r["layers"]}
-                else:
-                    if calibration is None:
-                        calibration = calibration_windows(tokenizer, corpus.train, seq_len,
-                                                          config.calibration_size, seed=config.seed)
+            for method in self.config.methods:
+                out.append(Variant(f"{self.name} · {fmt.name} · {method}",
+                                   variant_key({"model": self.model_key, "format": fmt.name, "method": method}),
+                                   fmt, method, {**base, "method": method}))
+        return out
 
-                    def work(fmt=fmt):
-                        r = measure_gptq(model, fmt, windows, calibration, settings=settings,
-                                         targets=targets)
-                        m = _numeric(r, ["nll_gptq", "bpb_gptq", "sqnr_gptq_db", "seconds_gptq",
-                                         "damp_median"])
-                        m.update(nll=r["nll_gptq"], delta_nll=r["nll_gptq"] - fp.nll,
-                                 sqnr_db=r["sqnr_gptq_db"], bpb=r["bpb_gptq"], bytes=r["bytes"],
-                                 bits_per_weight=fmt.bits_per_weight)
-                        return m, {"layers_sqnr.json": r["gptq_layers"]}
-                results[run_name] = _child(client, mlflow, experiment_id, parent_id, run_name, key,
-                                           {**base, "method": method}, work, say)
+    def measure(self, variant: Variant):
+        """(metrics, tables) of one variant; the model's weights are restored afterwards."""
+        from pipelines.features import measure_gptq, measure_rtn
+
+        fmt, fp = variant.fmt, self.fp
+        if variant.method == "rtn":
+            r = measure_rtn(self.model, fmt, self.windows, self.slope_windows, fp, settings=self.settings,
+                            targets=self.targets)
+            m = _numeric(r, ["nll_rtn", "bpb_rtn", "sqnr_rtn_db", "slope_rtn", "bytes",
+                             "bits_per_weight", "quantized_params", "seconds_rtn", "seconds_slope"])
+            m.update(nll=r["nll_rtn"], delta_nll=r["nll_rtn"] - fp.nll, sqnr_db=r["sqnr_rtn_db"],
+                     bpb=r["bpb_rtn"])
+            return m, {"layers_sqnr.json": r["layers"]}
+        r = measure_gptq(self.model, fmt, self.windows, self.calibration(), settings=self.settings,
+                         targets=self.targets)
+        m = _numeric(r, ["nll_gptq", "bpb_gptq", "sqnr_gptq_db", "seconds_gptq", "damp_median"])
+        m.update(nll=r["nll_gptq"], delta_nll=r["nll_gptq"] - fp.nll, sqnr_db=r["sqnr_gptq_db"],
+                 bpb=r["bpb_gptq"], bytes=r["bytes"], bits_per_weight=fmt.bits_per_weight)
+        return m, {"layers_sqnr.json": r["gptq_layers"]}
+
+
+def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_run_id: str | None = None):
+    """Start (or resume) the model's parent run and make sure it holds the fp loss and the
+    landscape profile; the active run. The caller ends it."""
+    from pipelines.architecture import architecture, non_embedding_params
+    from pipelines.measure.nll import evaluate_nll
+    from pipelines.quantize.rtn import count_params
+
+    config, entry, spec = ctx.config, ctx.entry, ctx.entry.spec
+    previous = runs_with_key(client, experiment_id, ctx.model_key)
+    parent_id = previous[0].info.run_id if previous else None
+    parent = mlflow.start_run(run_id=parent_id, run_name=None if parent_id else ctx.name,
+                              tags=None if parent_id else {KEY_TAG: ctx.model_key, KIND_TAG: "model"},
+                              parent_run_id=None if parent_id else root_run_id,
+                              description=f"Base model {spec}: fp loss, and one child run per quantized "
+                              f"variant (format x method) measured on {ctx.corpus.spec}.")
+    parent_id = parent.info.run_id
+    if not previous:
+        # two sweeps starting this model at once each created a parent: all keep the earliest
+        first = min(runs_with_key(client, experiment_id, ctx.model_key), key=_order)
+        if first.info.run_id != parent_id:
+            mlflow.end_run(status="KILLED")
+            client.delete_run(parent_id)
+            parent, previous = mlflow.start_run(run_id=first.info.run_id), [first]
+            parent_id = first.info.run_id
+    if not previous:
+        mlflow.log_params({"model": spec, "model_kind": ctx.source.kind, "model_fingerprint": ctx.source.fingerprint,
+                           "gguf_file": ctx.source.gguf_file, "revision": ctx.source.revision,
+                           "family": entry.family, "train_tokens": entry.train_tokens,
+                           "dataset": ctx.corpus.spec, "dataset_digest": ctx.corpus.digest,
+                           "seq_len": ctx.seq_len, "windows": len(ctx.windows.input_ids),
+                           "bos": ctx.windows.bos, "code_version": code_version(),
+                           **{f"arch.{k}": v for k, v in architecture(ctx.model).items()},
+                           **{f"setting.{k}": v for k, v in config.result_settings().items()}})
+        _log_dataset(mlflow, ctx.corpus)
+    metrics = client.get_run(parent_id).data.metrics
+    if "nll_fp" in metrics:  # resumed: the fp loss is already known
+        ctx.fp_from(metrics)
+    else:
+        say(f"{ctx.name}: fp loss")
+        fp = ctx.fp = evaluate_nll(ctx.model, ctx.windows, config.batch_size)
+        mlflow.log_metrics({"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte,
+                            "nll_fp_total_nats": fp.total_nats,
+                            "quantized_params": sum(t.param.numel() for t in ctx.targets),
+                            "total_params": count_params(ctx.model),
+                            "non_embedding_params": non_embedding_params(ctx.model),
+                            **({"train_tokens": entry.train_tokens} if entry.train_tokens else {})})
+    logged = {a.path for a in client.list_artifacts(parent_id, "landscape")}
+    if config.landscape_step_db > 0 and "landscape/profile.png" not in logged:
+        say(f"{ctx.name}: radial loss landscape")
+        _log_landscape(mlflow, ctx.model, ctx.targets, ctx.slope_windows, config, ctx.name)
+    return parent
+
+
+def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: ModelEntry, say,
+                root_run_id: str | None = None, done=lambda: None) -> dict:
+    """Measure and log every variant of one base model; returns {variant name: metrics}."""
+    ctx = ModelContext(config, entry)
+    results, waiting = {}, []
+    with open_model_run(mlflow, client, experiment_id, ctx, say, root_run_id) as parent:
+        parent_id = parent.info.run_id
+        for v in ctx.variants():
+            def attempt(v=v):
+                return _child(client, mlflow, experiment_id, parent_id, v.name, v.key, v.params,
+                              lambda: ctx.measure(v), say)
+
+            results[v.name] = attempt()
+            if isinstance(results[v.name], Waiting):
+                waiting.append((v, attempt))
+            else:
                 done()
-        _log_plots(mlflow, name, results, fp)
+        for v, attempt in waiting:  # measured by another sweep meanwhile, or taken over here
+            results[v.name] = wait_for(client, experiment_id, v.key, v.name, say, attempt)
+            done()
+        _log_plots(mlflow, ctx.name, results, ctx.fp)
     return results
 
 
