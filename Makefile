@@ -20,10 +20,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # The demo measures a tiny model, exports it to low-bit ONNX (registered as demo-tiny-llama),
-# then answers the product's question from the store (sqlite:///mlflow.db here; seeded with the
-# published laws and the catalog on first use).
+# seeds the store (sqlite:///mlflow.db here) with the published laws, the measured runs of the
+# real-model study and micro-suite (registry/data/measured-runs.json.gz) and a predictor fitted on
+# them, then answers the product's question from it.
 demo: $(STAMP)
 	$(BIN)/advisor demo --export demo-export
+	$(BIN)/advisor seed
 	$(BIN)/advisor recommend --memory 8GB
 
 # References run from their own source checkouts under bench/.work (never vendored, never

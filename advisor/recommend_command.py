@@ -16,6 +16,7 @@ from advisor.answer_cache import load as load_cached
 from advisor.errors import AdvisorError, friendly_errors
 from advisor.recommendation_log import flush_abandoned, log_run, new_id, payload, spool, start_logger
 from advisor.registry_commands import TRACKING_HELP, _use_store
+from registry.measured_data import DEFAULT_FILE as DEFAULT_MEASURED
 
 DEFAULT_FORMATS = "xu-mx36,classic-int"
 
@@ -48,17 +49,80 @@ def ensure_seeded(client, experiments=("ptq-sweep",), say=_say):
 @click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
               help="Sweep experiment(s) whose models are catalogued (repeatable).")
 @click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@click.option("--measured-data", default=str(DEFAULT_MEASURED), show_default="the embedded file",
+              help="Measured runs to import (a .json.gz from `bench/study_real.py --export`), or none.")
+@click.option("--fit/--no-fit", default=True, show_default=True,
+              help="Fit and register a loss predictor on the imported runs.")
 @friendly_errors
-def seed(experiments, tracking_uri):
-    """Seed the store: published QiD / 16-bit laws and the candidate catalog (+ swept models)."""
+def seed(experiments, tracking_uri, measured_data, fit):
+    """Seed the store: published QiD / 16-bit laws, measured reference runs, the candidate catalog.
+
+    The measured runs (real pretrained models and the micro-suite, swept here; see
+    docs/real-model-study.md) come from a versioned data file; importing them is idempotent, and
+    a loss predictor is fitted on them and registered citing the data version.
+    """
     from registry.catalog import refresh_catalog
     from registry.laws import seed_published_laws
 
+    data = None if measured_data.lower() == "none" else _measured_file(measured_data)  # checked before any write
     client = _use_store(tracking_uri)
     for name, version in seed_published_laws(client).items():
         click.echo(f"seeded {name}/{version.version} (published coefficients)")
+    if data is not None:
+        _seed_measured(client, data, experiments, fit)
     version = refresh_catalog(client, experiments)
     click.echo(f"ptq-candidate-catalog/{version.version} is current")
+
+
+def _measured_file(path: str):
+    """The measured-data file's content, or None (said) when the embedded one is not in this checkout."""
+    from pathlib import Path
+
+    from registry.measured_data import MeasuredDataError, load
+
+    if path == str(DEFAULT_MEASURED) and not Path(path).exists():
+        click.echo("no embedded measured data in this checkout: seeding laws and catalog only")
+        return None
+    try:
+        return load(path)
+    except MeasuredDataError as err:
+        raise AdvisorError(str(err)) from None
+
+
+def _seed_measured(client, data, experiments, fit) -> None:
+    from registry.feature_table import TableQuery, build_feature_table
+    from registry.measured_data import ZOO_EXPERIMENT, import_runs
+    from registry.predictor_evaluation import evaluate_recipe
+    from registry.predictor_registry import register_evaluation
+
+    counts = import_runs(client, data)
+    click.echo(f"measured data {data['data_version']} ({data['models']} models, {data['variants']} variants): "
+               f"imported {counts['models']} model runs and {counts['variants']} variant runs, "
+               f"{counts['skipped']} already here")
+    if not fit or not (counts["variants"] or not _has_champion(client)):
+        return
+    present = [e for e in dict.fromkeys((*experiments, ZOO_EXPERIMENT)) if client.get_experiment_by_name(e)]
+    query = TableQuery(tuple(present))
+    table = build_feature_table(query, client)
+    try:
+        evaluation = evaluate_recipe({"kind": "rf", "base": "nll_fp", "seed": 0}, table, (), 0.1)
+    except ValueError as err:  # e.g. a single model family: nothing to hold out
+        click.echo(f"no loss predictor fitted on it: {err}")
+        return
+    version, decision = register_evaluation(evaluation, table, query, client=client,
+                                            data_version=data["data_version"])
+    click.echo(f"{version.name}/{version.version} fitted on {evaluation.train_rows} rows "
+               f"(measured data {data['data_version']}): {decision}")
+
+
+def _has_champion(client) -> bool:
+    from registry.predictor_registry import CHAMPION, PREDICTOR
+
+    try:
+        client.get_model_version_by_alias(PREDICTOR, CHAMPION)
+        return True
+    except Exception:
+        return False
 
 
 def _measured_table(client, experiments):
@@ -129,6 +193,8 @@ def rows_from_inputs(inputs: StoreInputs, models: str, formats: dict, methods, p
                 raise AdvisorError(f"{inputs.predictor_error}, or use --methods rtn")
             predictor = inputs.predictor
             versions[predictor.name] = predictor.version
+            if predictor.spec.get("data_version"):  # fitted on the embedded measured data
+                versions["measured-data"] = predictor.spec["data_version"]
         rows += measured_rows(table, formats, chosen, plan, predictor)
         if any(r.source == "predictor" and r.nll != r.nll for r in rows):
             raise AdvisorError("the loss predictor returned NaN for some candidates: refit it "

@@ -177,6 +177,9 @@ def main(argv=None):
                         help="families to hold out in turn [every family not starting with zoo-]")
     parser.add_argument("--docs", default=str(ROOT / "docs" / "real-model-study.md"))
     parser.add_argument("--write", default=None, help="RESULTS.md to update")
+    parser.add_argument("--export", default=None, metavar="FILE",
+                        help="also write the measured runs (with provenance) as the data file `advisor seed` "
+                             "imports, e.g. registry/data/measured-runs.json.gz")
     args = parser.parse_args(argv)
 
     import matplotlib
@@ -191,6 +194,14 @@ def main(argv=None):
 
     use_store(args.tracking_uri)
     client = mlflow.MlflowClient()
+    if args.export:
+        from registry.measured_data import export
+
+        header = export(client, tuple(args.experiment or ("ptq-sweep",)), args.export,
+                        note=f"exported by `python bench/study_real.py --tracking-uri {args.tracking_uri} "
+                             f"--export {args.export}`")
+        print(f"{args.export}: data version {header['data_version']}, {header['models']} models, "
+              f"{header['variants']} variants", file=sys.stderr)
     table = build_feature_table(TableQuery(tuple(args.experiment or ("ptq-sweep",))), client)
     table = table.dropna(subset=["nll_gptq"]).reset_index(drop=True)
     families = args.family or sorted(f for f in table["model_family"].unique() if not f.startswith("zoo-"))

@@ -105,18 +105,18 @@ def _child(client, mlflow, experiment_id, parent_id, name, key, params, work, sa
             mlflow.set_tag(DUPLICATE_TAG, (done or live[0]).info.run_id)
             mlflow.end_run(status="KILLED")
             return done.data.metrics if done is not None else Waiting(live[0].info.run_id)
+        mlflow.log_params(params)
         try:
-            mlflow.log_params(params)
             metrics, tables = work()
-            mlflow.log_metrics(metrics)
-            for path, rows in tables.items():
-                mlflow.log_table(pd.DataFrame(rows), path)
-        except Exception as err:  # one bad variant must not stop the sweep
+        except Exception as err:  # one bad variant must not stop the sweep (a store error does)
             mlflow.set_tag("ptq.error", f"{type(err).__name__}: {err}"[:4000])
             mlflow.log_text(traceback.format_exc(), "error.txt")
             mlflow.end_run(status="FAILED")
             say(f"{name}: FAILED ({type(err).__name__}: {err})")
             return None
+        mlflow.log_metrics(metrics)
+        for path, rows in tables.items():
+            mlflow.log_table(pd.DataFrame(rows), path)
         mlflow.end_run(status="FINISHED")
     winner, _ = settle(client, experiment_id, key)  # a same-instant twin: the earlier one stays
     return client.get_run(winner.info.run_id).data.metrics
@@ -369,6 +369,18 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
                             "another --tracking-uri") from None
 
 
+def store_failure(err: BaseException) -> str | None:
+    """The message of the store error behind `err` (MLflow's REST client gave up after its retries,
+    possibly inside a Ray task), else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__name__ == "MlflowException" and str(err).startswith("API request to"):
+            return str(err).splitlines()[0]
+        err = getattr(err, "cause", None) or err.__cause__ or err.__context__
+    return None
+
+
 def variant_count(config: SweepConfig) -> int:
     """How many child runs the sweep has (reused ones included)."""
     from pipelines.quantize.formats import parse_formats
@@ -406,7 +418,14 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
     executor = executor or executor_for(workers)
     units = [SweepUnit(config, entry, mlflow.get_tracking_uri(), experiment_id, root_run_id)
              for entry in config.models]
-    by_spec = {unit.entry.spec: result for unit, result in executor.run(units, say, done)}
+    try:
+        by_spec = {unit.entry.spec: result for unit, result in executor.run(units, say, done)}
+    except Exception as err:
+        cause = store_failure(err)
+        if cause is None:
+            raise
+        raise TrackingError(f"the tracking store stopped answering ({cause[:300]}); every finished variant "
+                            "is kept: run the same sweep again to resume") from None
     results = {entry.spec: by_spec[entry.spec] for entry in config.models}
     say(f"sweep {config.experiment}: {sum(len(r) for r in results.values())} variants "
         f"in {time.perf_counter() - start:.0f} s")

@@ -93,7 +93,7 @@ def _champion_mae(client, champion, evaluation, table, holdout_models) -> tuple[
 
 
 def register_evaluation(evaluation, table, query, holdout_models=(), description: str | None = None,
-                        client=None):
+                        client=None, data_version: str | None = None):
     """Log the fit as a run, register its version, move `champion` or set `challenger`.
 
     Returns (ModelVersion, decision text).
@@ -103,7 +103,7 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
 
     client = client or mlflow.MlflowClient()
     predictor = evaluation.predictor
-    spec = _spec(evaluation)
+    spec = _spec(evaluation) | ({"data_version": data_version} if data_version else {})
     lineage = sorted(set(table["rtn_run_id"]) | set(table["gptq_run_id"].dropna()) |
                      set(table["parent_run_id"]))
     families = sorted(set(table["model_family"]))
@@ -140,6 +140,7 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
             "holdout_models": ",".join(holdout_models) or "none",
             "dataset_digests": ",".join(sorted(set(table["dataset_digest"])))[:4000],
             "training_runs": f"{len(lineage)} runs, see lineage/training_runs.json of run {run.info.run_id}",
+            **({"data_version": data_version} if data_version else {}),
             **{k: f"{v:.6g}" for k, v in evaluation.metrics.items()}}
     version = mlflow.register_model(info.model_uri, PREDICTOR, tags=tags)
     client.update_registered_model(PREDICTOR, description=(

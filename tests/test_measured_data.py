@@ -1,0 +1,75 @@
+"""Measured runs exported as a versioned data file and seeded into a fresh store (`advisor seed`)."""
+
+import gzip
+import json
+
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from advisor.cli import cli
+from pipelines.tracking import use_store
+from registry.feature_table import TableQuery, build_feature_table
+from registry.measured_data import DATA_TAG, export, load
+
+
+def _export(uri, path):
+    return export(MlflowClient(uri), ("ptq-sweep",), path, note="test")
+
+
+def test_a_sweep_exported_and_seeded_elsewhere_gives_the_same_feature_table(sweep_store, tmp_path, tracking_uri):
+    swept_uri = f"sqlite:///{sweep_store}"  # only read; tracking_uri is a fresh store, MLflow's default
+    data_file = tmp_path / "measured.json.gz"
+    header = _export(swept_uri, data_file)
+    assert header["models"] == 3 and header["variants"] == 24
+    assert {p["family"] for p in header["provenance"].values()} == {"llama-tiny", "gpt2-tiny"}
+    assert all(p["fingerprint"] and p["dataset_digest"] and p["code_version"] for p in header["provenance"].values())
+    assert _export(swept_uri, tmp_path / "again.json.gz")["data_version"] == header["data_version"]
+    assert (tmp_path / "again.json.gz").read_bytes() == data_file.read_bytes()  # reproducible bytes
+
+    seeded = CliRunner().invoke(cli, ["seed", "--measured-data", str(data_file), "--tracking-uri", tracking_uri])
+    assert seeded.exit_code == 0, seeded.output
+    assert f"measured data {header['data_version']} (3 models, 24 variants): imported 3 model runs " \
+           "and 24 variant runs, 0 already here" in seeded.output
+    assert "ptq-loss-predictor/1 fitted on" in seeded.output
+
+    columns = ["model", "format", "nll_fp", "sqnr_rtn_db", "nll_rtn", "slope_rtn", "nll_gptq"]
+
+    def table(uri):
+        use_store(uri)  # the feature table reads through MLflow's current store
+        return build_feature_table(TableQuery(), MlflowClient(uri))[columns].sort_values(["model", "format"])
+
+    source, copy = table(swept_uri), table(tracking_uri)
+    assert source.reset_index(drop=True).equals(copy.reset_index(drop=True))
+    runs = MlflowClient(tracking_uri).search_runs(
+        [MlflowClient(tracking_uri).get_experiment_by_name("ptq-sweep").experiment_id], max_results=100)
+    assert {r.data.tags[DATA_TAG] for r in runs} == {header["data_version"]}
+
+    # importing again adds nothing; the recommendation cites the data its predictor was fitted on
+    again = CliRunner().invoke(cli, ["seed", "--measured-data", str(data_file), "--tracking-uri", tracking_uri])
+    assert again.exit_code == 0 and "imported 0 model runs and 0 variant runs, 24 already here" in again.output
+    answer = CliRunner().invoke(cli, ["recommend", "--memory", "1MB", "--models", "measured", "--json",
+                                      "--tracking-uri", tracking_uri])
+    assert answer.exit_code == 0, answer.output
+    assert json.loads(answer.stdout)["versions"]["measured-data"] == header["data_version"]
+
+
+def test_an_altered_data_file_is_refused_in_one_line(sweep_store, tmp_path, tracking_uri):
+    data_file = tmp_path / "measured.json.gz"
+    _export(f"sqlite:///{sweep_store}", data_file)
+    data = json.loads(gzip.decompress(data_file.read_bytes()))
+    data["runs"][0]["variants"][0]["metrics"]["nll"] -= 0.5  # a "better" number slipped in
+    data_file.write_bytes(gzip.compress(json.dumps(data).encode()))
+    result = CliRunner().invoke(cli, ["seed", "--measured-data", str(data_file), "--tracking-uri", tracking_uri])
+    assert result.exit_code == 2 and "does not match its data version" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    missing = CliRunner().invoke(cli, ["seed", "--measured-data", str(tmp_path / "nope.json.gz"),
+                                       "--tracking-uri", tracking_uri])
+    assert missing.exit_code == 2 and "no measured-data file at" in missing.output
+
+
+def test_the_embedded_data_file_loads_and_names_its_provenance():
+    from registry.measured_data import DEFAULT_FILE
+
+    data = load(DEFAULT_FILE)  # written by `bench/study_real.py --export` (make study)
+    assert data["variants"] == sum(len(m["variants"]) for m in data["runs"]) > 0
+    assert all(p["fingerprint"] and p["code_version"] for p in data["provenance"].values())
