@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install test demo bench zoo clean
+.PHONY: install test demo bench zoo study-sweep study clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,21 @@ zoo: $(STAMP)
 		--max-windows 64 --damp 0.01 --no-catalog
 	$(BIN)/advisor fit-qid --family zoo-$(ZOO_PRESET) --max-bits 4 --no-current
 	$(BIN)/python bench/study_qid.py --family zoo-$(ZOO_PRESET)
+
+# The real-model study (docs/real-model-study.md): the pretrained LLMs that ship in PyPI wheels, swept
+# over Xu et al.'s MX grid plus classic ints with RTN and GPTQ (CPU: hours per model; resumable), then
+# the study regenerated from the store. `make study` alone works on the seeded store of `make demo`.
+REAL_MODELS ?= smollm2-135m gemma-3-270m qwen2.5-coder-0.5b
+REAL_MODELS_FILE := bench/.work/real-models.yaml
+study-sweep: $(STAMP)
+	mkdir -p bench/.work
+	for m in $(REAL_MODELS); do $(BIN)/advisor fetch-model $$m --models-file $(REAL_MODELS_FILE) >/dev/null || exit 1; done
+	$(BIN)/advisor sweep --models-file $(REAL_MODELS_FILE) --formats xu-mx36,classic-int --dataset shakespeare-milton \
+		--max-windows 16 --seq-len 512 --calibration-size 32 --damp 0.01 --dtype float32
+
+study: $(STAMP)
+	$(BIN)/advisor seed
+	$(BIN)/python bench/study_real.py --write bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

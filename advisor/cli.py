@@ -433,12 +433,14 @@ def landscape(model, gguf_file, dataset, formats_spec, seeds, step, max_db, seq_
 
 from advisor.browse_commands import explain, models, pareto  # noqa: E402  (commands defined elsewhere)
 from advisor.export_command import export  # noqa: E402
+from advisor.fetch_model_command import fetch_model  # noqa: E402
 from advisor.gate import gate  # noqa: E402
 from advisor.recommend_command import recommend, seed  # noqa: E402
 from advisor.registry_commands import fit_predictor, fit_qid, registry  # noqa: E402
 from advisor.zoo_command import zoo  # noqa: E402
 
-for command in (fit_predictor, fit_qid, registry, recommend, seed, models, pareto, explain, export, gate, zoo):
+for command in (fit_predictor, fit_qid, registry, recommend, seed, models, pareto, explain, export, gate, zoo,
+                fetch_model):
     cli.add_command(command)
 
 

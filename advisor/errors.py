@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 
 import click
 
@@ -24,8 +26,26 @@ class AdvisorError(click.ClickException):
         click.echo(f"Error: {self.format_message()}", err=True)
 
 
+@contextlib.contextmanager
+def _quiet_run_links(as_json):
+    """With --json, stop MLflow printing "View run … at: URL" on stdout when a run on a server ends."""
+    if not as_json:
+        yield
+        return
+    name = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    previous = os.environ.get(name)
+    os.environ[name] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 def friendly_errors(command):
-    """Turn the pipelines' input errors into one-line AdvisorErrors (no traceback)."""
+    """Turn the pipelines' input errors into one-line AdvisorErrors (no traceback); keep --json stdout JSON."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -33,7 +53,8 @@ def friendly_errors(command):
         from pipelines.model_source import ModelLoadError
 
         try:
-            return command(*args, **kwargs)
+            with _quiet_run_links(kwargs.get("as_json")):
+                return command(*args, **kwargs)
         except (FormatError, CorpusError, ModelLoadError) as err:
             raise AdvisorError(str(err)) from None
         except (ValueError, FloatingPointError) as err:

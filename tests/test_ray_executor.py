@@ -12,24 +12,22 @@ from tests.test_sweep import runs, sweep_args
 FORMATS = "mxint4_32,int4_chan"
 
 
-def _by_name(uri):
-    _, all_runs = runs(uri)
+def _by_name(uri, experiment="t"):
+    _, all_runs = runs(uri, experiment)
     return {r.info.run_name: r for r in all_runs}
 
 
-def test_ray_sweep_logs_each_variant_under_its_parent_with_the_local_numbers(trained_model_dir, corpus_file,
-                                                                             tmp_path, monkeypatch):
-    pytest.importorskip("ray")
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    local_uri, ray_uri = (f"sqlite:///{tmp_path / name}" for name in ("local.db", "ray.db"))
-    local = CliRunner().invoke(cli, [*sweep_args(trained_model_dir, corpus_file, local_uri, FORMATS), "--json"])
+def ray_sweep_matches_local(model_dir, corpus_file, local_uri, ray_uri, experiments=("t", "t")):
+    """Sweep locally and with Ray: same variants, keys and numbers, children under the parent; Ray resumes."""
+    local_exp, ray_exp = experiments
+    local = CliRunner().invoke(cli, [*sweep_args(model_dir, corpus_file, local_uri, FORMATS, local_exp), "--json"])
     assert local.exit_code == 0, local.output
-    swept = CliRunner().invoke(cli, [*sweep_args(trained_model_dir, corpus_file, ray_uri, FORMATS),
-                                     "--executor", "ray", "--json"])
+    ray_cmd = [*sweep_args(model_dir, corpus_file, ray_uri, FORMATS, ray_exp), "--executor", "ray", "--json"]
+    swept = CliRunner().invoke(cli, ray_cmd)
     assert swept.exit_code == 0, swept.output
     ray_result, local_result = (next(iter(json.loads(r.stdout).values())) for r in (swept, local))
     assert set(ray_result) == set(local_result) and len(ray_result) == 4
-    ray_runs, local_runs = _by_name(ray_uri), _by_name(local_uri)
+    ray_runs, local_runs = _by_name(ray_uri, ray_exp), _by_name(local_uri, local_exp)
     parent = next(r for r in ray_runs.values() if r.data.tags.get("ptq.kind") == "model")
     assert parent.info.status == "FINISHED" and "nll_fp" in parent.data.metrics
     client = MlflowClient(ray_uri)
@@ -44,10 +42,18 @@ def test_ray_sweep_logs_each_variant_under_its_parent_with_the_local_numbers(tra
             assert metrics[metric] == pytest.approx(local_result[name][metric], rel=1e-5, abs=1e-5), (name, metric)
 
     # resumable like the local sweep: a second Ray sweep reuses every variant, logging nothing new
-    again = CliRunner().invoke(cli, [*sweep_args(trained_model_dir, corpus_file, ray_uri, FORMATS),
-                                     "--executor", "ray", "--json"])
+    again = CliRunner().invoke(cli, ray_cmd)
     assert again.exit_code == 0, again.output
-    assert {n: r.info.run_id for n, r in _by_name(ray_uri).items()} == {n: r.info.run_id for n, r in ray_runs.items()}
+    assert ({n: r.info.run_id for n, r in _by_name(ray_uri, ray_exp).items()}
+            == {n: r.info.run_id for n, r in ray_runs.items()})
+
+
+def test_ray_sweep_logs_each_variant_under_its_parent_with_the_local_numbers(trained_model_dir, corpus_file,
+                                                                             tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    local_uri, ray_uri = (f"sqlite:///{tmp_path / name}" for name in ("local.db", "ray.db"))
+    ray_sweep_matches_local(trained_model_dir, corpus_file, local_uri, ray_uri)
 
 
 @pytest.mark.parametrize("extra, message", [

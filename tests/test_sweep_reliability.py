@@ -25,14 +25,14 @@ def _start(cmd, cwd: Path, log_name: str, stdout_name: str | None = None):
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=log, start_new_session=True)
 
 
-def _variants(uri):
-    _, all_runs = runs(uri)
+def _variants(uri, experiment="t"):
+    _, all_runs = runs(uri, experiment)
     return [r for r in all_runs if r.data.tags.get("ptq.kind") == "variant"], all_runs
 
 
-def assert_exactly_once(uri, expected: int):
+def assert_exactly_once(uri, expected: int, experiment="t"):
     """One FINISHED run per variant key, `expected` keys, and nothing left RUNNING."""
-    variants, all_runs = _variants(uri)
+    variants, all_runs = _variants(uri, experiment)
     done = [r for r in variants if r.info.status == "FINISHED"]
     keys = [r.data.tags["ptq.variant_key"] for r in done]
     assert len(keys) == len(set(keys)) == expected, sorted(keys)
@@ -45,39 +45,48 @@ def assert_exactly_once(uri, expected: int):
         assert abs(run.data.metrics["delta_nll"] - (run.data.metrics["nll"] - parent.data.metrics["nll_fp"])) < 1e-9
 
 
-def test_a_sweep_killed_at_random_points_resumes_to_exactly_one_run_per_variant(trained_model_dir, corpus_file,
-                                                                                 tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def kill_at_random_points_then_resume(model_dir, corpus_file, uri, cwd: Path, *, experiment="t", kills=3,
+                                      seed=20261124, window=(2.0, 14.0)):
+    """SIGKILL `kills` sweeps wherever they are, run one to the end, then check nothing is lost or doubled."""
     formats = "mxint4_32,mxint3_32,mxfp4_e2m1_32,int4_chan"
-    cmd = [sys.executable, "-m", "advisor", *sweep_args(trained_model_dir, corpus_file, uri, formats)]
-    MlflowClient(tracking_uri=uri).create_experiment("t")  # the schema exists before processes share it
-    rng = random.Random(20261124)
-    for attempt in range(3):  # killed while loading, while measuring, between runs: wherever it lands
-        proc = _start(cmd, tmp_path, f"killed-{attempt}.log")
-        time.sleep(rng.uniform(2.0, 14.0))
+    cmd = [sys.executable, "-m", "advisor", *sweep_args(model_dir, corpus_file, uri, formats, experiment)]
+    MlflowClient(tracking_uri=uri).create_experiment(experiment)  # the schema exists before processes share it
+    rng = random.Random(seed)
+    for attempt in range(kills):  # killed while loading, while measuring, between runs: wherever it lands
+        proc = _start(cmd, cwd, f"killed-{attempt}.log")
+        time.sleep(rng.uniform(*window))
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    result = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    result = subprocess.run(cmd, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert_exactly_once(uri, 8)
+    assert_exactly_once(uri, 8, experiment)
 
 
-def test_two_sweeps_of_overlapping_variants_at_once_measure_each_once(trained_model_dir, corpus_file, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(tracking_uri=uri).create_experiment("t")
+def two_overlapping_sweeps_at_once(model_dir, corpus_file, uri, cwd: Path, *, experiment="t"):
+    """Start two sweeps sharing 4 of their 6 variants in the same instant; each shared one is measured once."""
+    MlflowClient(tracking_uri=uri).create_experiment(experiment)
     first = [sys.executable, "-m", "advisor",
-             *sweep_args(trained_model_dir, corpus_file, uri, "mxint4_32,mxint3_32,int4_chan")]
+             *sweep_args(model_dir, corpus_file, uri, "mxint4_32,mxint3_32,int4_chan", experiment)]
     second = [sys.executable, "-m", "advisor",
-              *sweep_args(trained_model_dir, corpus_file, uri, "mxint3_32,int4_chan,mxfp4_e2m1_32")]
-    procs = [_start([*first, "--json"], tmp_path, "first.log", "first.json"),
-             _start([*second, "--json"], tmp_path, "second.json.log", "second.json")]
+              *sweep_args(model_dir, corpus_file, uri, "mxint3_32,int4_chan,mxfp4_e2m1_32", experiment)]
+    procs = [_start([*first, "--json"], cwd, "first.log", "first.json"),
+             _start([*second, "--json"], cwd, "second.json.log", "second.json")]
     for proc, log in zip(procs, ("first.log", "second.json.log")):
-        assert proc.wait(timeout=600) == 0, (tmp_path / log).read_text()[-3000:]
-    assert_exactly_once(uri, 8)  # 4 formats x 2 methods, the 4 shared ones measured once
+        assert proc.wait(timeout=600) == 0, (cwd / log).read_text()[-3000:]
+    assert_exactly_once(uri, 8, experiment)  # 4 formats x 2 methods, the 4 shared ones measured once
     # each sweep answers for all of its variants, and both give the one run's numbers for shared ones
-    a, b = ([*json.loads((tmp_path / f).read_text()).values()][0] for f in ("first.json", "second.json"))
+    a, b = ([*json.loads((cwd / f).read_text()).values()][0] for f in ("first.json", "second.json"))
     assert len(a) == len(b) == 6 and all(a.values()) and all(b.values())
     shared = set(a) & set(b)
     assert len(shared) == 4 and all(a[n]["nll"] == b[n]["nll"] for n in shared)
+
+
+def test_a_sweep_killed_at_random_points_resumes_to_exactly_one_run_per_variant(trained_model_dir, corpus_file,
+                                                                                 tmp_path):
+    kill_at_random_points_then_resume(trained_model_dir, corpus_file, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
+
+
+def test_two_sweeps_of_overlapping_variants_at_once_measure_each_once(trained_model_dir, corpus_file, tmp_path):
+    two_overlapping_sweeps_at_once(trained_model_dir, corpus_file, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
