@@ -34,6 +34,12 @@ team = team_server_fixture()
 FORMATS = "mxint4_32,int4_chan"
 
 
+def server_client(uri):
+    """A client whose registry is the server too: module-scoped fixtures run before the autouse one that
+    clears MLflow's process-wide registry URI, which an earlier test module may have left pointing elsewhere."""
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def login(monkeypatch, credentials):
     """Make MLflow's client send these credentials (None: none at all)."""
     if credentials is None:
@@ -72,7 +78,7 @@ def guarded(team):
     reader = ("reader", f"reader-{secrets.token_hex(8)}")
     with pytest.MonkeyPatch.context() as mp, deadline(120, "setting up the guarded model"):
         login(mp, (user, password))
-        client = MlflowClient(uri)
+        client = server_client(uri)
         run = client.create_run(client.create_experiment("guarded"))
         client.log_text(run.info.run_id, "a stand-in model", "model/README.txt")  # through the proxy
         client.set_terminated(run.info.run_id)
@@ -89,7 +95,7 @@ def guarded(team):
 
 def test_an_unauthenticated_client_is_refused_with_401(team, guarded, monkeypatch):
     login(monkeypatch, None)
-    client = MlflowClient(team.uri)
+    client = server_client(team.uri)
     with deadline(60):
         for attempt in (lambda: client.create_model_version("guarded", *guarded[1]),
                         lambda: client.set_registered_model_alias("guarded", "production", "1"),
@@ -102,7 +108,7 @@ def test_an_unauthenticated_client_is_refused_with_401(team, guarded, monkeypatc
 
 def test_a_reader_can_read_but_not_add_versions_or_move_the_alias(team, guarded, monkeypatch):
     login(monkeypatch, guarded[0])
-    client = MlflowClient(team.uri)
+    client = server_client(team.uri)
     with deadline(60):
         assert client.get_registered_model("guarded").aliases == {"production": "1"}
         for attempt in (lambda: client.create_model_version("guarded", *guarded[1]),
@@ -117,7 +123,7 @@ def test_a_reader_can_read_but_not_add_versions_or_move_the_alias(team, guarded,
 
 def test_the_admin_can_add_a_version_and_move_the_alias(team, guarded, monkeypatch):
     login(monkeypatch, team.admin)
-    client = MlflowClient(team.uri)
+    client = server_client(team.uri)
     with deadline(60):
         version = client.create_model_version("guarded", *guarded[1])
         assert version.version == "2"
@@ -137,7 +143,7 @@ def test_restarting_only_mlflow_keeps_users_grants_models_and_artifacts(team, gu
         assert (team.state_dir / "pids" / "postgres.pid").read_text() == postgres_pid  # untouched
         status = team.run("status")
         assert status.returncode == 0 and status.stdout.count(": running") == 2, status.stdout
-        client = MlflowClient(team.uri)
+        client = server_client(team.uri)
         login(monkeypatch, reader)
         with pytest.raises(MlflowException, match="403"):
             client.set_registered_model_alias("guarded", "production", "1")
@@ -200,7 +206,7 @@ def test_sweep_fit_recommend_export_gate_through_the_server(team, models_file, t
         verdict = json.loads(gated.stdout)
         assert verdict["passed"]
 
-    client = MlflowClient(uri)
+    client = server_client(uri)
     version = client.get_model_version(name, "1")
     assert version.tags["gate.verdict"] == "pass" and version.aliases == ["production"]
     # every run's artifacts went through the server's proxy, into the state folder's artifacts/
@@ -265,7 +271,7 @@ def test_a_sweep_survives_the_server_restarting_under_it(team, trained_model_dir
     uri, experiment = team.uri, "restarted"
     formats = "mxint4_32,mxint3_32,mxfp4_e2m1_32,int4_chan"
     cmd = [sys.executable, "-m", "advisor", *sweep_args(trained_model_dir, corpus_file, uri, formats, experiment)]
-    MlflowClient(uri).create_experiment(experiment)
+    server_client(uri).create_experiment(experiment)
     with deadline(900, "a sweep across a server restart"):
         proc = _start(cmd, tmp_path, "sweep.log")
         finished = 0
