@@ -124,13 +124,13 @@ def plot_predicted_vs_observed(pred, path: Path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    for ax, chooser in zip(axes, ("rf", "xgb")):
+    for ax, chooser in zip(axes, ("rf", "rf_rtn")):
         for family, rows in pred.groupby("model_family"):
             ax.scatter(rows["nll_gptq"], rows[COLUMN[chooser]], s=12, label=family)
         lo, hi = pred["nll_gptq"].min(), pred["nll_gptq"].max()
         ax.plot([lo, hi], [lo, hi], "k--", lw=1)
         ax.set(xlabel="measured NLL after GPTQ (nats/token)", ylabel="predicted (family held out)",
-               title=f"{chooser} (Xu et al. Fig. 5)")
+               title=f"{LABELS[chooser]} (Xu et al. Fig. 5)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -187,6 +187,7 @@ def main(argv=None):
     parser.add_argument("--export", default=None, metavar="FILE",
                         help="also write the measured runs (with provenance) as the data file `advisor seed` "
                              "imports, e.g. registry/data/measured-runs.json.gz")
+    parser.add_argument("--export-only", action="store_true", help="write the --export file and stop")
     args = parser.parse_args(argv)
 
     import matplotlib
@@ -205,10 +206,11 @@ def main(argv=None):
         from registry.measured_data import export
 
         header = export(client, tuple(args.experiment or DEFAULT_EXPERIMENTS), args.export,
-                        note=f"exported by `python bench/study_real.py --tracking-uri {args.tracking_uri} "
-                             f"--export {args.export}`")
+                        note=f"exported by `python bench/study_real.py {' '.join(argv or sys.argv[1:])}`")
         print(f"{args.export}: data version {header['data_version']}, {header['models']} models, "
               f"{header['variants']} variants", file=sys.stderr)
+    if args.export_only:
+        return
     table = build_feature_table(TableQuery(tuple(args.experiment or DEFAULT_EXPERIMENTS)), client)
     table = table.dropna(subset=["nll_gptq"]).reset_index(drop=True)
     families = args.family or sorted(f for f in table["model_family"].unique() if not f.startswith("zoo-"))
