@@ -392,6 +392,9 @@ def _print(report, budget, plan) -> None:
                       f"logged as run {report['run_id']}" if report["run_id"] else
                       f"answered from the answer cache; logging as recommendation {report['recommendation_id']}"),
                   highlight=False)
+    console.print("answered with " + ", ".join(
+        f"measured data {v}" if k == "measured-data" else f"{k}/{v}" for k, v in report["versions"].items()),
+        highlight=False)
 
 
 def _plot(rows, winner, budget, path) -> None:

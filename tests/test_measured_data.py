@@ -60,6 +60,9 @@ def test_a_sweep_exported_and_seeded_elsewhere_gives_the_same_feature_table(swee
                                       "--tracking-uri", tracking_uri])
     assert answer.exit_code == 0, answer.output
     assert json.loads(answer.stdout)["versions"]["measured-data"] == header["data_version"]
+    human = CliRunner().invoke(cli, ["recommend", "--memory", "1MB", "--models", "measured",
+                                     "--tracking-uri", tracking_uri])
+    assert human.exit_code == 0 and f"measured data {header['data_version']}" in human.stdout, human.output
 
 
 def test_an_altered_data_file_is_refused_in_one_line(sweep_store, tmp_path, tracking_uri):

@@ -52,6 +52,7 @@ def test_catalog_models_answer_through_the_laws_and_the_table_marks_the_winner(f
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "Best under 8GB (8,000,000,000 bytes" in out and "★" in out
+    assert "answered with ptq-candidate-catalog/1, ptq-loss-predictor/1, qid-law/1, loss16-law/1" in out
     assert plot.stat().st_size > 10_000
     report = json.loads(recommend("--memory", "8GB", "--formats", "mxint4_32,int8_chan", "--json").stdout)
     winner = report["winner"]
