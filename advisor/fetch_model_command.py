@@ -52,12 +52,13 @@ def fetch_model(name, out, models_file, as_json):
     checks a stamp. For gemma-3-270m it also writes a model folder with a repaired tokenizer
     (transformers 4.57.6 builds a wrong one from that GGUF). Prints a models-file snippet.
     """
-    from pipelines.offline_models import (NAMED_MODELS, OfflineModelError, default_cache,
-                                          fetch_model as fetch, save_repaired_model_dir)
+    from pipelines.offline_models import (OfflineModelError, default_cache, fetch_model as fetch, named_model,
+                                          save_repaired_model_dir)
 
-    if name not in NAMED_MODELS:
-        raise AdvisorError(f"unknown model {name!r}; known: {', '.join(NAMED_MODELS)}")
-    model = NAMED_MODELS[name]
+    try:
+        model = named_model(name)
+    except OfflineModelError as err:
+        raise AdvisorError(str(err)) from None
     root = Path(out).expanduser() if out else default_cache()
     say = lambda message: click.echo(f"  {message}", err=True)  # noqa: E731
     start = time.perf_counter()
