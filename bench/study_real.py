@@ -10,7 +10,9 @@ GPTQ. Four predictors, one table: random forest and XGBoost (Xu et al.), and two
 after RTN as the prediction, and the QiD law fitted on the training families' GPTQ rows (NLL_fp +
 ΔqLoss(N, D, P); only rows whose D is known). Regret: over budgets spanning the held-out rows'
 sizes, the measured NLL of each chooser's pick minus the best measured under the budget, ranked in
-bits/byte so that models with different tokenizers compare.
+bits/byte so that models with different tokenizers compare. Then each held-out model's measured
+losses per format (RTN next to GPTQ) and, where the store has the `ptq-hessians` experiment, GPTQ
+with fp-network Hessians next to sequential ones.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from bench.results_file import machine, write_section  # noqa: E402
 
 DEFAULT_EXPERIMENTS = ("ptq-sweep", "ptq-zoo")  # where `advisor seed` puts the real models and the micro-suite
+# GPTQ re-run with `--hessians sequential` (Frantar et al.'s reference order) on some real-model formats,
+# kept out of the training table: its rows have the same features as the ptq-sweep ones
+HESSIANS_EXPERIMENT = "ptq-hessians"
 CHOOSERS = ("rf", "xgb", "rf_rtn", "xgb_rtn", "nll_rtn", "qid_law")
 # the paper's predictors fit NLL_gptq − NLL_fp; *_rtn fit NLL_gptq − NLL_rtn (`advisor seed` fits both),
 # anchoring every prediction to the measured RTN loss, which matters when a held-out model loses far
@@ -120,6 +125,49 @@ def regret(rows, n_budgets: int = 25) -> dict:
     return out
 
 
+def per_format_lines(table, families) -> list[str]:
+    """Markdown: each held-out model's measured losses per format, RTN next to GPTQ (nats/token)."""
+    lines = []
+    for model, rows in table[table["model_family"].isin(families)].groupby("model"):
+        rows = rows.sort_values(["bits_per_weight", "format"])
+        lines += [f"**{model}** (NLL_fp {rows['nll_fp'].iloc[0]:.4f} nats/token; ΔNLL = loss − NLL_fp):", "",
+                  "| format | bits/weight | MB | SQNR_rtn (dB) | ΔNLL RTN | ΔNLL GPTQ | GPTQ − RTN |",
+                  "|---|---|---|---|---|---|---|"]
+        for _, r in rows.iterrows():
+            lines.append(f"| {r['format']} | {r['bits_per_weight']:.3f} | {r['bytes'] / 1e6:.1f} | "
+                         f"{r['sqnr_rtn_db']:.2f} | {r['nll_rtn'] - r['nll_fp']:.4f} | "
+                         f"{r['nll_gptq'] - r['nll_fp']:.4f} | {r['nll_gptq'] - r['nll_rtn']:+.4f} |")
+        lines.append("")
+    return lines
+
+
+def hessian_lines(client, table) -> list[str]:
+    """Markdown: GPTQ with Hessians of the fp network (the sweep) vs sequential ones, per format."""
+    import mlflow
+
+    experiment = client.get_experiment_by_name(HESSIANS_EXPERIMENT)
+    if experiment is None:
+        return []
+    runs = mlflow.search_runs([experiment.experiment_id], "tags.`ptq.kind` = 'variant' and attributes.status = "
+                              "'FINISHED' and params.method = 'gptq'", max_results=10_000)
+    if runs.empty:
+        return []
+    runs["model"] = runs["tags.mlflow.runName"].str.split(" · ").str[0]
+    runs = runs.sort_values("start_time").drop_duplicates(["model", "params.format"], keep="last")
+    both = runs.merge(table, left_on=["model", "params.format"], right_on=["model", "format"])
+    lines = ["GPTQ's Hessians: from the fp network for every layer at once (the sweep above, Xu et al. §4.3) "
+             f"or layer by layer through the already-quantized network (`--hessians sequential`, Frantar et "
+             f"al.'s reference; experiment `{HESSIANS_EXPERIMENT}`), same calibration windows and damping. "
+             "ΔNLL = loss − NLL_fp, nats/token:", "",
+             "| model | format | ΔNLL RTN | ΔNLL GPTQ fp Hessians | ΔNLL GPTQ sequential | sequential − fp |",
+             "|---|---|---|---|---|---|"]
+    for _, r in both.sort_values(["model", "bits_per_weight", "format"]).iterrows():
+        seq = r["metrics.nll_gptq"]
+        lines.append(f"| {r['model']} | {r['format']} | {r['nll_rtn'] - r['nll_fp']:.4f} | "
+                     f"{r['nll_gptq'] - r['nll_fp']:.4f} | {seq - r['nll_fp']:.4f} | {seq - r['nll_gptq']:+.4f} |")
+    return lines + [""]
+
+
 def plot_predicted_vs_observed(pred, path: Path):
     import matplotlib.pyplot as plt
 
@@ -205,7 +253,10 @@ def main(argv=None):
     if args.export:
         from registry.measured_data import export
 
-        header = export(client, tuple(args.experiment or DEFAULT_EXPERIMENTS), args.export,
+        experiments = tuple(args.experiment or DEFAULT_EXPERIMENTS)
+        if args.experiment is None and client.get_experiment_by_name(HESSIANS_EXPERIMENT) is not None:
+            experiments += (HESSIANS_EXPERIMENT,)
+        header = export(client, experiments, args.export,
                         note=f"exported by `python bench/study_real.py {' '.join(argv or sys.argv[1:])}`")
         print(f"{args.export}: data version {header['data_version']}, {header['models']} models, "
               f"{header['variants']} variants", file=sys.stderr)
@@ -249,7 +300,10 @@ def main(argv=None):
                      f"{r['across_median_bpb']:.4f} | {r['across_max_bpb']:.4f} |")
     lines += ["", "Goals (issue 11): held-out MAE ≤ 0.02 nats, Spearman ≥ 0.95, median regret ≤ 0.01 nats, "
               "predictors beating both baselines."]
-    lines += [""] + [f"![{name}](img/{path.name})" for name, path in figures]
+    lines += ["", "Measured per format (the rows above; GPTQ − RTN < 0 where GPTQ helps):", ""]
+    lines += per_format_lines(table, families)
+    lines += hessian_lines(client, table)
+    lines += [f"![{name}](img/{path.name})" for name, path in figures]
     body = "\n".join(lines)
     write_section(docs, "real-model-study", body)
     if args.write:

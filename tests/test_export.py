@@ -87,6 +87,23 @@ def test_ort_generation_matches_pytorch_greedy_and_the_export_is_registered(trai
     assert text == tokenizer.decode(expected[0][prompt["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+def test_gptq_hessians_are_chosen_recorded_and_change_the_weights(trained_model_dir, corpus_file, tmp_path):
+    records = {}
+    for hessians in ("fp", "sequential"):
+        result = export(trained_model_dir, tmp_path / hessians, "mxint4_32", "gptq", corpus_file,
+                        "--hessians", hessians, "--no-register", "--json")
+        assert result.exit_code == 0, result.output
+        records[hessians] = json.loads(result.stdout)
+        assert records[hessians]["calibration"]["hessians"] == hessians
+        assert abs(records[hessians]["nll_onnx"] - records[hessians]["nll_torch"]) <= 0.005 * records[hessians]["nll_torch"]
+    # layers after the first see quantized inputs in sequential mode, so the weights (and NLL) differ
+    assert records["fp"]["nll_torch"] != records["sequential"]["nll_torch"]
+    rtn = export(trained_model_dir, tmp_path / "rtn", "mxint4_32", "rtn", corpus_file, "--no-register", "--json")
+    assert "hessians" not in json.loads(rtn.stdout)["calibration"]
+    bad = export(trained_model_dir, tmp_path / "bad", "mxint4_32", "gptq", corpus_file, "--hessians", "exact")
+    assert bad.exit_code == 2 and "Invalid value for '--hessians'" in bad.output and not (tmp_path / "bad").exists()
+
+
 def test_export_refuses_a_non_empty_destination_and_missing_models(trained_model_dir, corpus_file, tmp_path):
     out = tmp_path / "taken"
     out.mkdir()

@@ -52,6 +52,7 @@ class ExportConfig:
     seq_len: int | None = None
     max_windows: int | None = 16
     damp: float | None = None
+    hessians: str = "fp"  # as the sweep's default, so the export is the variant the predictor was fitted on
     seed: int = 0
     force: bool = False
 
@@ -116,7 +117,8 @@ def _quantize(model, fmt, method, tokenizer, corpus, seq_len, config):
     if method == "gptq":
         calibration = calibration_windows(tokenizer, corpus.train, seq_len, config.calibration_size,
                                           seed=config.seed)
-        report, _ = apply_gptq(model, fmt, calibration, targets=targets, damp=config.damp)
+        report, _ = apply_gptq(model, fmt, calibration, targets=targets, damp=config.damp,
+                               hessians=config.hessians)
         return targets, report, report.scales
     scales = {} if fmt.is_mx else {t.name: int_scales(t.as_out_in(), fmt) for t in targets}
     return targets, apply_rtn(model, fmt, targets), scales
@@ -197,7 +199,8 @@ def export_quantized(config: ExportConfig, say=print) -> dict:
             "method": config.method, "bits_per_weight": fmt.bits_per_weight,
             "calibration": {"dataset": corpus.spec, "dataset_digest": corpus.digest,
                             "windows": config.calibration_size if config.method == "gptq" else 0,
-                            "seq_len": seq_len, "seed": config.seed},
+                            "seq_len": seq_len, "seed": config.seed,
+                            **({"hessians": config.hessians} if config.method == "gptq" else {})},
             "evaluation": {"windows": len(windows.input_ids), "seq_len": seq_len, "split": "validation"},
             "nll_fp": fp_nll.nll, "nll_torch": torch_nll.nll, "nll_onnx": ort_nll.nll,
             "bpb_onnx": ort_nll.bits_per_byte, "sqnr_db": report.sqnr_db,
