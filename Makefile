@@ -57,17 +57,27 @@ zoo: $(STAMP)
 REAL_MODELS ?= smollm2-135m gemma-3-270m qwen2.5-coder-0.5b
 REAL_MODELS_FILE := bench/.work/real-models.yaml
 # Xu et al.'s grid plus classic ints (42 formats), the most informative first so that a partial
-# sweep is already useful: 4 and 3 bits at K = 32 and the classic ints, then the other block sizes.
-REAL_FORMATS_FIRST := mxint4_32,mxfp4_e2m1_32,int4_g128,int4_chan,mxint3_32,mxfp3_e1m1_32,int3_g128,int8_chan
-REAL_FORMATS_NEXT := mxint4_16,mxint4_128,mxfp4_e2m1_16,mxfp4_e2m1_128,int4_g32,mxint3_16,mxint3_128,mxint4_64
-REAL_FORMATS_REST := mxfp4_e2m1_64,mxint3_64,mxfp3_e1m1_16,mxfp3_e1m1_64,mxfp3_e1m1_128,int8_tens,xu-mx36
+# sweep is already useful: 4, 3 and 2 bits at K = 32 and the classic ints, then the other block sizes;
+# mxfp3_e1m1 (the same grid as mxint3) and the 5-6 bit formats last.
+REAL_FORMATS_FIRST := mxint4_32,mxfp4_e2m1_32,int4_g128,int4_chan,mxint3_32,int3_g128,int8_chan,mxint2_32
+REAL_FORMATS_NEXT := mxint4_128,mxfp4_e2m1_128,mxint3_128,mxint2_128,mxint4_16,mxfp4_e2m1_16,mxint3_16,mxint2_16
+REAL_FORMATS_REST := mxint4_64,mxfp4_e2m1_64,mxint2_64,int4_g32,mxint3_64,int8_tens,xu-mx36
 REAL_FORMATS ?= $(REAL_FORMATS_FIRST),$(REAL_FORMATS_NEXT),$(REAL_FORMATS_REST)
+REAL_SETTINGS := --dataset shakespeare-milton --max-windows 16 --seq-len 512 --calibration-size 32 --damp 0.01 \
+	--dtype float32 --slope-windows 2 --seed 0
+# GPTQ again with the reference's sequential Hessians on some formats (experiment ptq-hessians; the
+# study compares it with the sweep's fp-network Hessians)
+HESSIAN_MODELS_FILE := bench/.work/hessian-models.yaml
+HESSIAN_FORMATS ?= mxint4_32,mxint2_32,mxint4_128,mxfp4_e2m1_32,int4_g128,mxint3_32,int3_g128
 study-sweep: $(STAMP)
 	mkdir -p bench/.work
 	for m in $(REAL_MODELS); do $(BIN)/advisor fetch-model $$m --models-file $(REAL_MODELS_FILE) >/dev/null || exit 1; done
+	$(BIN)/advisor fetch-model smollm2-135m --models-file $(HESSIAN_MODELS_FILE) >/dev/null
 	$(BIN)/advisor seed
-	$(BIN)/advisor sweep --models-file $(REAL_MODELS_FILE) --formats $(REAL_FORMATS) --dataset shakespeare-milton \
-		--max-windows 16 --seq-len 512 --calibration-size 32 --damp 0.01 --dtype float32
+	$(BIN)/advisor sweep --models-file $(REAL_MODELS_FILE) --formats $(REAL_FORMATS) $(REAL_SETTINGS) \
+		--hessians fp --landscape-step 4
+	$(BIN)/advisor sweep --models-file $(HESSIAN_MODELS_FILE) --formats $(HESSIAN_FORMATS) $(REAL_SETTINGS) \
+		--methods gptq --hessians sequential --landscape-step 0 --experiment ptq-hessians --no-catalog
 
 study: $(STAMP)
 	$(BIN)/advisor seed
