@@ -92,6 +92,16 @@ def metrics(pred, observed) -> dict:
     return {"mae": m["mae"], "spearman": m["spearman"], "rows": int(ok.sum())}
 
 
+def chooser_scores(rows) -> dict:
+    """Every chooser's MAE and Spearman ρ against the measured NLL after GPTQ of `rows`."""
+    return {c: metrics(rows[COLUMN[c]].to_numpy(), rows["nll_gptq"].to_numpy()) for c in CHOOSERS}
+
+
+def family_scores(pred) -> dict:
+    """`chooser_scores` per held-out family."""
+    return {family: chooser_scores(rows) for family, rows in pred.groupby("model_family")}
+
+
 def _regrets(sizes, observed, predicted, n_budgets):
     import numpy as np
 
@@ -279,14 +289,10 @@ def main(argv=None):
     table = table.dropna(subset=["nll_gptq"]).reset_index(drop=True)
     families = args.family or sorted(f for f in table["model_family"].unique() if not f.startswith("zoo-"))
     pred = pd.concat([held_out_predictions(table, f) for f in families], ignore_index=True)
-    scores = {f: {c: metrics(rows[COLUMN[c]].to_numpy(), rows["nll_gptq"].to_numpy()) for c in CHOOSERS}
-              for f, rows in pred.groupby("model_family")}
-    scores["all held out"] = {c: metrics(pred[COLUMN[c]].to_numpy(), pred["nll_gptq"].to_numpy()) for c in CHOOSERS}
+    scores = {**family_scores(pred), "all held out": chooser_scores(pred)}
     regrets = regret(pred)
     # 2-bit rows lose 7-24 nats even after GPTQ (the network breaks) and dominate MAE; nobody deploys them
-    usable = pred[pred["precision"] >= 3]
-    usable_scores = {f: {c: metrics(rows[COLUMN[c]].to_numpy(), rows["nll_gptq"].to_numpy()) for c in CHOOSERS}
-                     for f, rows in usable.groupby("model_family")}
+    usable_scores = family_scores(pred[pred["precision"] >= 3])
     docs = Path(args.docs)
     img = docs.parent / "img"
     img.mkdir(parents=True, exist_ok=True)
