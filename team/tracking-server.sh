@@ -13,6 +13,10 @@
 #   PTQ_MLFLOW_BIN      the mlflow executable [mlflow on PATH, else this checkout's .venv/bin/mlflow]
 #   PTQ_PG_BIN          folder holding initdb/pg_ctl/psql [on PATH, else newest /usr/lib/postgresql/*/bin]
 #   PTQ_START_TIMEOUT   seconds to wait for the server's /health after starting it [90]
+#   PTQ_AUTH_CACHE_TTL  seconds a worker trusts a verified user/password pair [60]; 0 verifies
+#                       every request (a scrypt hash, ~0.1 s of CPU each: the server's bottleneck).
+#                       A password changed or a user deleted through one worker may still be
+#                       accepted by the others for up to this long
 # With PTQ_AUTH=1 (the default) also:
 #   MLFLOW_AUTH_ADMIN_PASSWORD       required: the password of user `admin` (12+ characters), used
 #                                    when the auth store is first created; never written to disk
@@ -35,6 +39,7 @@ MLFLOW_PORT="${PTQ_MLFLOW_PORT:-5000}"
 MLFLOW_WORKERS="${PTQ_MLFLOW_WORKERS:-4}"
 AUTH="${PTQ_AUTH:-1}"
 START_TIMEOUT="${PTQ_START_TIMEOUT:-90}"
+AUTH_CACHE_TTL="${PTQ_AUTH_CACHE_TTL:-60}"
 LEGACY_DEFAULT_PASSWORD="password1234"  # shipped by old MLflow releases (GHSA-gq3w-7jj3-x7gr)
 
 die() {  # die CODE MESSAGE: one line on stderr
@@ -59,6 +64,7 @@ check_config() {
         die 2 "PTQ_MLFLOW_WORKERS must be a positive integer, not '$MLFLOW_WORKERS'"
     fi
     is_uint "$START_TIMEOUT" || die 2 "PTQ_START_TIMEOUT must be a number of seconds, not '$START_TIMEOUT'"
+    is_uint "$AUTH_CACHE_TTL" || die 2 "PTQ_AUTH_CACHE_TTL must be a number of seconds (0: no cache), not '$AUTH_CACHE_TTL'"
     [[ "$AUTH" == 0 || "$AUTH" == 1 ]] || die 2 "PTQ_AUTH must be 1 (basic auth) or 0 (none), not '$AUTH'"
     [[ "$MLFLOW_HOST" =~ ^[A-Za-z0-9.:_-]+$ ]] || die 2 "PTQ_MLFLOW_HOST '$MLFLOW_HOST' is not a host name or address"
 }
@@ -272,6 +278,7 @@ database_uri = postgresql+psycopg2://mlflow@127.0.0.1:$PG_ACTIVE_PORT/mlflow_aut
 admin_username = admin
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 grant_default_workspace_access = false
+auth_cache_ttl_seconds = $AUTH_CACHE_TTL
 EOF
 }
 

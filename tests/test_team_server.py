@@ -64,6 +64,19 @@ def test_the_script_refuses_a_missing_or_published_admin_password(password, tmp_
     assert not state.exists()  # refused before touching anything
 
 
+@pytest.mark.parametrize(("variable", "value"), [("PTQ_AUTH_CACHE_TTL", "1m"), ("PTQ_AUTH_CACHE_TTL", "-5"),
+                                               ("PTQ_MLFLOW_WORKERS", "0"), ("PTQ_PG_PORT", "70000")])
+def test_the_script_refuses_a_bad_setting_in_one_line(variable, value, tmp_path):
+    state = tmp_path / "state"
+    env = script_env(state, pg_port=free_port(), mlflow_port=free_port(), admin_password=f"admin-{secrets.token_hex(8)}")
+    done = subprocess.run(["bash", str(SCRIPT), "start"], env=env | {variable: value}, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    assert variable in done.stderr and f"'{value}'" in done.stderr
+    assert not state.exists()
+
+
 def test_the_script_is_bash_n_clean():
     assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, timeout=30).returncode == 0
 
@@ -104,6 +117,20 @@ def test_an_unauthenticated_client_is_refused_with_401(team, guarded, monkeypatc
                 attempt()
             assert refused.value.error_code == "UNAUTHENTICATED"
             assert "401" in str(refused.value) and "not authenticated" in str(refused.value)
+
+
+def test_a_wrong_password_is_refused_after_the_right_one_was_cached(team, guarded, monkeypatch):
+    """The server caches verified credentials (PTQ_AUTH_CACHE_TTL): the cache must key on the password too."""
+    assert "auth_cache_ttl_seconds = 60" in (team.state_dir / "auth.ini").read_text()
+    client = server_client(team.uri)
+    with deadline(60):
+        login(monkeypatch, team.admin)
+        for _ in range(4):  # every worker has now verified and cached the admin's password
+            assert client.get_registered_model("guarded").name == "guarded"
+        login(monkeypatch, (team.admin[0], team.admin[1] + "x"))
+        with pytest.raises(MlflowException) as refused:
+            client.get_registered_model("guarded")
+        assert refused.value.error_code == "UNAUTHENTICATED" and "401" in str(refused.value)
 
 
 def test_a_reader_can_read_but_not_add_versions_or_move_the_alias(team, guarded, monkeypatch):
