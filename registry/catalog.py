@@ -492,7 +492,7 @@ def load_catalog(ref: str = CURRENT, client=None) -> Catalog:
     """The catalog version `ref` (alias, number or 'latest'), its content checked against its digest."""
     import mlflow
 
-    from registry.versions import VersionNotFoundError, resolve_version
+    from registry.versions import VersionNotFoundError, resolve_version, version_artifact
 
     client = client or mlflow.MlflowClient()
     try:
@@ -502,7 +502,7 @@ def load_catalog(ref: str = CURRENT, client=None) -> Catalog:
             f"{err}; register the curated seed with registry.catalog.register_catalog("
             "registry.catalog.load_seed(), 'curated seed', source='seed')") from None
     where = f"{CATALOG}/{version.version}"
-    config = mlflow.artifacts.load_dict(f"models:/{CATALOG}/{version.version}/artifacts/catalog.json")
+    config = json.loads(Path(version_artifact(client, CATALOG, version.version, "artifacts/catalog.json")).read_text())
     entries = [_check(d, f"{where}: entry {i}", _MINIMUM) for i, d in enumerate(config.get("entries", []), 1)]
     digest = content_digest(entries)
     if digest != version.tags.get("content_digest"):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.feature_table import FEATURES, TARGET
-from registry.versions import VersionNotFoundError, registry_experiment_id, resolve_version
+from registry.versions import VersionNotFoundError, registry_experiment_id, resolve_version, version_artifact
 
 PREDICTOR = "ptq-loss-predictor"
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -200,6 +200,5 @@ def load_predictor(ref: str = CHAMPION, client=None, name: str = PREDICTOR) -> L
         version = resolve_version(client, name, ref)
     except VersionNotFoundError as err:
         raise PredictorNotFoundError(f"{err}; fit one with `advisor fit-predictor`") from None
-    path = mlflow.artifacts.download_artifacts(
-        f"{client.get_model_version_download_uri(name, version.version)}/artifacts/predictor.json")
+    path = version_artifact(client, name, version.version, "artifacts/predictor.json")
     return LoadedPredictor(name, str(version.version), json.loads(Path(path).read_text()), version.run_id)

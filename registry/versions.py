@@ -61,3 +61,16 @@ def registry_experiment_id(client) -> str:
     return experiment_id(client, REGISTRY_EXPERIMENT,
                          "Fits behind the registered models: loss predictors, QiD and 16-bit laws, candidate "
                          "catalogs. Each run logs its data lineage and metrics.")
+
+
+def version_artifact(client, name: str, version: str, path: str) -> str:
+    """Local path of artifact `path` of registered version `name`/`version`, read through `client`'s stores.
+
+    Not through MLflow's process-wide tracking and registry URIs: a caller's client may name
+    another store than the one the process last selected.
+    """
+    import mlflow
+
+    source = client.get_model_version_download_uri(name, version)
+    return mlflow.artifacts.download_artifacts(f"{source.rstrip('/')}/{path}", tracking_uri=client.tracking_uri,
+                                               registry_uri=client._registry_uri)

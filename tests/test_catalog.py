@@ -152,6 +152,20 @@ def test_register_is_idempotent_on_content_and_moves_current(tracking_uri, seed)
         load_catalog("2")
 
 
+def test_a_client_reads_its_own_store_not_the_process_wide_one(tracking_uri, seed, tmp_path):
+    import mlflow
+
+    register_catalog(seed[:3], "three seed models", "seed")
+    mine = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    mlflow.set_tracking_uri(other)
+    mlflow.set_registry_uri(other)  # the process now points at an empty store
+    with pytest.raises(CatalogNotFoundError):
+        load_catalog()
+    loaded = load_catalog(client=mine)
+    assert (loaded.version, [e.name for e in loaded.entries]) == ("1", [e.name for e in seed[:3]])
+
+
 def test_a_version_loads_as_a_pyfunc_that_returns_the_table(tracking_uri, seed):
     import mlflow
 
