@@ -71,6 +71,7 @@ def version_artifact(client, name: str, version: str, path: str) -> str:
     """
     import mlflow
 
+    # the registry resolves the version to its physical location (a path, or mlflow-artifacts:/ on a
+    # server, which the tracking URI then serves): no models:/ URI left for a global registry to read
     source = client.get_model_version_download_uri(name, version)
-    return mlflow.artifacts.download_artifacts(f"{source.rstrip('/')}/{path}", tracking_uri=client.tracking_uri,
-                                               registry_uri=client._registry_uri)
+    return mlflow.artifacts.download_artifacts(f"{source.rstrip('/')}/{path}", tracking_uri=client.tracking_uri)

@@ -50,31 +50,31 @@ def login(monkeypatch, credentials):
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", credentials[1])
 
 
-@pytest.mark.parametrize("password", [None, "", "password1234"])
-def test_the_script_refuses_a_missing_or_published_admin_password(password, tmp_path):
+def refused_start(tmp_path, admin_password, **settings) -> str:
+    """`start` with these settings must exit 2 with one line on stderr, before touching anything; that line."""
     state = tmp_path / "state"
-    env = script_env(state, pg_port=free_port(), mlflow_port=free_port(), admin_password=password)
-    done = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    env = script_env(state, pg_port=free_port(), mlflow_port=free_port(), admin_password=admin_password)
+    done = subprocess.run(["bash", str(SCRIPT), "start"], env=env | settings, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 2, done
     assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
-    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in done.stderr and "Traceback" not in done.stderr
-    if password == "password1234":
-        assert "password1234" in done.stderr
     assert not state.exists()  # refused before touching anything
+    return done.stderr
+
+
+@pytest.mark.parametrize("password", [None, "", "password1234"])
+def test_the_script_refuses_a_missing_or_published_admin_password(password, tmp_path):
+    stderr = refused_start(tmp_path, password)
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in stderr and "Traceback" not in stderr
+    if password == "password1234":
+        assert "password1234" in stderr
 
 
 @pytest.mark.parametrize(("variable", "value"), [("PTQ_AUTH_CACHE_TTL", "1m"), ("PTQ_AUTH_CACHE_TTL", "-5"),
                                                ("PTQ_MLFLOW_WORKERS", "0"), ("PTQ_PG_PORT", "70000")])
 def test_the_script_refuses_a_bad_setting_in_one_line(variable, value, tmp_path):
-    state = tmp_path / "state"
-    env = script_env(state, pg_port=free_port(), mlflow_port=free_port(), admin_password=f"admin-{secrets.token_hex(8)}")
-    done = subprocess.run(["bash", str(SCRIPT), "start"], env=env | {variable: value}, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
-    assert done.returncode == 2, done
-    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
-    assert variable in done.stderr and f"'{value}'" in done.stderr
-    assert not state.exists()
+    stderr = refused_start(tmp_path, f"admin-{secrets.token_hex(8)}", **{variable: value})
+    assert variable in stderr and f"'{value}'" in stderr
 
 
 def test_the_script_is_bash_n_clean():
