@@ -372,7 +372,7 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
     if failed:
         total = sum(len(model) for model in results.values())
         raise SweepFailed(f"{len(failed)} of {total} variants FAILED: {', '.join(failed)}; "
-                          "their runs hold the error, re-run the sweep to retry them")
+                          "the FAILED runs hold the error, re-run the sweep to retry them")
 
 
 @cli.command()

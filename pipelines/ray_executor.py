@@ -74,9 +74,12 @@ def measure_variant(unit: SweepUnit, parent_id: str, index: int) -> tuple[str, d
 
     ctx = _worker_context(unit)
     client = MlflowClient()
-    if ctx.fp is None:
-        ctx.fp_from(client.get_run(parent_id).data.metrics)
     v = ctx.variants()[index]
+    if ctx.fp is None:
+        metrics = client.get_run(parent_id).data.metrics
+        if "nll_fp" not in metrics:  # the model's fp loss failed (its setup run holds the error)
+            return v.name, None
+        ctx.fp_from(metrics)
     say = _say(ctx.name)
 
     def attempt():
@@ -158,6 +161,6 @@ class RayExecutor:
             if not any(u is unit for u in pending.values()):
                 parent_id, name = parents[id(unit)]
                 with mlflow.start_run(run_id=parent_id):  # back to FINISHED, with the plots
-                    fp = SimpleNamespace(nll=mlflow.get_run(parent_id).data.metrics["nll_fp"])
+                    fp = SimpleNamespace(nll=mlflow.get_run(parent_id).data.metrics.get("nll_fp"))
                     _log_plots(mlflow, name, results[id(unit)], fp)
                 yield unit, results[id(unit)]

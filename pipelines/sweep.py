@@ -3,6 +3,7 @@
 Run tree (one experiment per sweep name):
   parent run per base model  "<model>"                 params: source, dataset, settings;
                                                       metrics: NLL_fp, bits/byte, D, params
+    child run                "<model> · fp + landscape" the claim on measuring those once (timings)
     child run per variant    "<model> · <fmt> · rtn"   params: P/E/M/K/family/method;
                                                       metrics: NLL, ΔNLL, SQNR, slope, bytes, s
                              "<model> · <fmt> · gptq"  the same after GPTQ
@@ -83,7 +84,7 @@ class Waiting:
     run_id: str
 
 
-def _child(client, mlflow, experiment_id, parent_id, name, key, params, work, say):
+def _child(client, mlflow, experiment_id, parent_id, name, key, params, work, say, kind="variant"):
     """Run `work()` in a child run of `parent_id` unless the variant is FINISHED (its metrics) or
     claimed by a live run elsewhere (Waiting); None when it FAILED. See `run_claims`."""
     import pandas as pd
@@ -97,7 +98,7 @@ def _child(client, mlflow, experiment_id, parent_id, name, key, params, work, sa
         return Waiting(live[0].info.run_id)
     say(f"{name}: measuring")
     run = mlflow.start_run(run_name=name, nested=True, parent_run_id=parent_id,
-                           tags={KEY_TAG: key, KIND_TAG: "variant", **claim_tags()})
+                           tags={KEY_TAG: key, KIND_TAG: kind, **claim_tags()})
     run_id = run.info.run_id
     with Heartbeat(client, run_id):
         done, live = settle(client, experiment_id, key)
@@ -231,10 +232,8 @@ class ModelContext:
 
 def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_run_id: str | None = None):
     """Start (or resume) the model's parent run and make sure it holds the fp loss and the
-    landscape profile; the active run. The caller ends it."""
-    from pipelines.architecture import architecture, non_embedding_params
-    from pipelines.measure.nll import evaluate_nll
-    from pipelines.quantize.rtn import count_params
+    landscape profile; the active run. The caller ends it. `ctx.fp` stays None if that failed."""
+    from pipelines.architecture import architecture
 
     config, entry, spec = ctx.config, ctx.entry, ctx.entry.spec
     previous = runs_with_key(client, experiment_id, ctx.model_key)
@@ -263,23 +262,74 @@ def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_r
                            **{f"arch.{k}": v for k, v in architecture(ctx.model).items()},
                            **{f"setting.{k}": v for k, v in config.result_settings().items()}})
         _log_dataset(mlflow, ctx.corpus)
+    if not _setup_done(client, parent_id, config):
+        # fp loss and landscape once per model however many sweeps share it: claimed like a variant
+        # (two sweeps logging the same parent at once also race inside MLflow's tag writes)
+        name, key = f"{ctx.name} · fp + landscape", variant_key({"model": ctx.model_key, "stage": "setup"})
+
+        def attempt():
+            return _child(client, mlflow, experiment_id, parent_id, name, key, {},
+                          lambda: _measure_setup(client, parent_id, ctx, say), say, kind="setup")
+
+        setup = attempt()
+        if isinstance(setup, Waiting):
+            setup = wait_for(client, experiment_id, key, name, say, attempt)
+        if setup is None or not _setup_done(client, parent_id, config):
+            return parent
+    ctx.fp_from(client.get_run(parent_id).data.metrics)
+    return parent
+
+
+def _setup_done(client, parent_id: str, config: SweepConfig) -> bool:
+    """Whether the parent run holds the fp loss and, when asked for, the landscape profile."""
+    if "nll_fp" not in client.get_run(parent_id).data.metrics:
+        return False
+    return config.landscape_step_db <= 0 or "landscape/profile.png" in {
+        a.path for a in client.list_artifacts(parent_id, "landscape")}
+
+
+def _measure_setup(client, parent_id: str, ctx: ModelContext, say):
+    """Log the fp loss and the landscape profile on the parent run; (timings, no tables) for the claim run."""
+    from pipelines.architecture import non_embedding_params
+    from pipelines.measure.nll import evaluate_nll
+    from pipelines.quantize.rtn import count_params
+
+    config, seconds = ctx.config, {}
     metrics = client.get_run(parent_id).data.metrics
-    if "nll_fp" in metrics:  # resumed: the fp loss is already known
-        ctx.fp_from(metrics)
-    else:
+    if "nll_fp" not in metrics:
         say(f"{ctx.name}: fp loss")
-        fp = ctx.fp = evaluate_nll(ctx.model, ctx.windows, config.batch_size)
-        mlflow.log_metrics({"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte,
-                            "nll_fp_total_nats": fp.total_nats,
+        start = time.perf_counter()
+        fp = evaluate_nll(ctx.model, ctx.windows, config.batch_size)
+        seconds["seconds_fp"] = time.perf_counter() - start
+        parent = RunLogger(client, parent_id)
+        parent.log_metrics({"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte, "nll_fp_total_nats": fp.total_nats,
                             "quantized_params": sum(t.param.numel() for t in ctx.targets),
                             "total_params": count_params(ctx.model),
                             "non_embedding_params": non_embedding_params(ctx.model),
-                            **({"train_tokens": entry.train_tokens} if entry.train_tokens else {})})
-    logged = {a.path for a in client.list_artifacts(parent_id, "landscape")}
-    if config.landscape_step_db > 0 and "landscape/profile.png" not in logged:
+                            **({"train_tokens": ctx.entry.train_tokens} if ctx.entry.train_tokens else {})})
+    if not _setup_done(client, parent_id, config):
         say(f"{ctx.name}: radial loss landscape")
-        _log_landscape(mlflow, ctx.model, ctx.targets, ctx.slope_windows, config, ctx.name)
-    return parent
+        start = time.perf_counter()
+        _log_landscape(RunLogger(client, parent_id), ctx.model, ctx.targets, ctx.slope_windows, config, ctx.name)
+        seconds["seconds_landscape"] = time.perf_counter() - start
+    return seconds, {}
+
+
+class RunLogger:
+    """MLflow's fluent logging calls (log_metrics, log_table, log_figure, …) bound to one run, not the active one."""
+
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def log_metrics(self, metrics: dict) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+        return lambda *args, **kwargs: method(self.run_id, *args, **kwargs)
 
 
 def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: ModelEntry, say,
@@ -289,6 +339,10 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
     results, waiting = {}, []
     with open_model_run(mlflow, client, experiment_id, ctx, say, root_run_id) as parent:
         parent_id = parent.info.run_id
+        if ctx.fp is None:  # no fp loss, no variant: all reported FAILED, the setup run holds the error
+            for _ in ctx.variants():
+                done()
+            return {v.name: None for v in ctx.variants()}
         for v in ctx.variants():
             def attempt(v=v):
                 return _child(client, mlflow, experiment_id, parent_id, v.name, v.key, v.params,

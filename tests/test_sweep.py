@@ -68,7 +68,12 @@ def test_sweep_logs_a_parent_per_model_and_a_child_per_variant(trained_model_dir
     again = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
     assert again.exit_code == 0, again.output
     assert again.output.count("reused run") == 4
-    assert len(runs(uri)[1]) == 5
+    # parent, 4 variants, and the run that claimed the fp loss + landscape (timed there)
+    _, all_runs = runs(uri)
+    setup = [r for r in all_runs if r.data.tags.get("ptq.kind") == "setup"]
+    assert len(all_runs) == 6 and len(setup) == 1 and setup[0].info.status == "FINISHED"
+    assert setup[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert setup[0].data.metrics["seconds_fp"] > 0 and setup[0].data.metrics["seconds_landscape"] > 0
 
 
 def test_bad_inputs_leave_no_run(trained_model_dir, corpus_file, tmp_path):
@@ -204,7 +209,7 @@ def test_a_failing_variant_is_logged_failed_and_the_sweep_goes_on(trained_model_
     result = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (
-        "Error: 1 of 4 variants FAILED: mlflow-free · int4_chan · gptq; their runs hold the error, "
+        "Error: 1 of 4 variants FAILED: mlflow-free · int4_chan · gptq; the FAILED runs hold the error, "
         "re-run the sweep to retry them".replace("mlflow-free", Path(trained_model_dir).name))
     client, all_runs = runs(uri)
     variants = {r.info.run_name.split(" · ", 1)[1]: r for r in all_runs
@@ -225,6 +230,39 @@ def test_a_failing_variant_is_logged_failed_and_the_sweep_goes_on(trained_model_
     finished = [r for r in all_runs if r.data.tags.get("ptq.kind") == "variant"
                 and r.info.status == "FINISHED"]
     assert len(finished) == 4 and len({r.data.tags["ptq.variant_key"] for r in finished}) == 4
+
+
+def test_a_model_whose_fp_loss_fails_reports_its_variants_failed_and_resumes(trained_model_dir, corpus_file,
+                                                                            tmp_path, monkeypatch):
+    import pipelines.measure.nll
+
+    evaluate_nll = pipelines.measure.nll.evaluate_nll
+
+    def out_of_memory(*args, **kwargs):  # a fault injected into the model's fp evaluation
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(pipelines.measure.nll, "evaluate_nll", out_of_memory)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
+    assert result.exit_code == 1, result.output
+    assert "fp + landscape: FAILED (RuntimeError: CUDA" in result.output
+    assert result.output.splitlines()[-1].startswith("Error: 4 of 4 variants FAILED: ")
+    assert result.output.splitlines()[-1].endswith("the FAILED runs hold the error, re-run the sweep to retry them")
+    client, all_runs = runs(uri)
+    kinds = sorted((r.data.tags.get("ptq.kind"), r.info.status) for r in all_runs)
+    assert kinds == [("model", "FINISHED"), ("setup", "FAILED")]  # no variant measured without an fp loss
+    setup = next(r for r in all_runs if r.data.tags["ptq.kind"] == "setup")
+    assert setup.data.tags["ptq.error"] == "RuntimeError: CUDA out of memory"
+
+    monkeypatch.setattr(pipelines.measure.nll, "evaluate_nll", evaluate_nll)
+    again = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
+    assert again.exit_code == 0, again.output
+    _, all_runs = runs(uri)
+    kinds = sorted((r.data.tags.get("ptq.kind"), r.info.status) for r in all_runs)
+    assert kinds == [("model", "FINISHED"), ("setup", "FAILED"), ("setup", "FINISHED"),
+                     *[("variant", "FINISHED")] * 4]
+    parent = next(r for r in all_runs if r.data.tags["ptq.kind"] == "model")
+    assert parent.data.metrics["nll_fp"] > 0
 
 
 def test_landscape_command_logs_random_and_rtn_profiles(trained_model_dir, corpus_file, tracking_uri):

@@ -39,6 +39,11 @@ def assert_exactly_once(uri, expected: int, experiment="t"):
     assert {r.info.status for r in variants} <= {"FINISHED", "KILLED"}, [r.info.status for r in variants]
     # every FINISHED variant hangs under a live parent that holds the fp loss
     parents = {r.info.run_id: r for r in all_runs if r.data.tags.get("ptq.kind") == "model"}
+    # the fp loss and landscape were measured once per model too: one FINISHED claim per parent
+    setups = [r for r in all_runs if r.data.tags.get("ptq.kind") == "setup"]
+    assert sorted(r.data.tags["mlflow.parentRunId"] for r in setups if r.info.status == "FINISHED") == \
+        sorted(parents), [(r.info.status, r.data.tags.get("mlflow.parentRunId")) for r in setups]
+    assert {r.info.status for r in setups} <= {"FINISHED", "KILLED"}
     for run in done:
         parent = parents[run.data.tags["mlflow.parentRunId"]]
         assert "nll_fp" in parent.data.metrics
