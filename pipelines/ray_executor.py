@@ -134,8 +134,9 @@ class RayExecutor:
 
     def _run(self, ray, units, say, done):
         import mlflow
+        from mlflow import MlflowClient
 
-        from pipelines.sweep import _log_plots
+        from pipelines.sweep import _log_plots, finished_variants
 
         opts = {"num_cpus": self.cpus_per_task}
         prepare = ray.remote(**opts)(prepare_model)
@@ -162,5 +163,5 @@ class RayExecutor:
                 parent_id, name = parents[id(unit)]
                 with mlflow.start_run(run_id=parent_id):  # back to FINISHED, with the plots
                     fp = SimpleNamespace(nll=mlflow.get_run(parent_id).data.metrics.get("nll_fp"))
-                    _log_plots(mlflow, name, results[id(unit)], fp)
+                    _log_plots(mlflow, name, finished_variants(MlflowClient(), unit.experiment_id, parent_id), fp)
                 yield unit, results[id(unit)]

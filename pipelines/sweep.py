@@ -356,8 +356,16 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
         for v, attempt in waiting:  # measured by another sweep meanwhile, or taken over here
             results[v.name] = wait_for(client, experiment_id, v.key, v.name, say, attempt)
             done()
-        _log_plots(mlflow, ctx.name, results, ctx.fp)
+        _log_plots(mlflow, ctx.name, finished_variants(client, experiment_id, parent_id), ctx.fp)
     return results
+
+
+def finished_variants(client, experiment_id: str, parent_id: str) -> dict:
+    """{run name: metrics} of every FINISHED variant under a model run, whichever sweep measured it."""
+    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                              f"tags.`{KIND_TAG}` = 'variant' and attributes.status = 'FINISHED'",
+                              max_results=5000)
+    return {r.info.run_name: r.data.metrics for r in runs}
 
 
 def _log_landscape(mlflow, model, targets, windows, config: SweepConfig, name: str) -> None:
@@ -372,7 +380,7 @@ def _log_landscape(mlflow, model, targets, windows, config: SweepConfig, name: s
 
 
 def _log_plots(mlflow, name, results, fp) -> None:
-    """NLL vs SQNR (Xu Fig. 3) and NLL vs weight bytes (Xu Fig. 6) of this model's variants."""
+    """NLL vs SQNR (Xu Fig. 3) and NLL vs weight bytes (Xu Fig. 6) of a model's variants ({run name: metrics})."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -404,6 +412,10 @@ def _log_plots(mlflow, name, results, fp) -> None:
     fig.tight_layout()
     mlflow.log_figure(fig, "plots/nll_vs_sqnr_and_bytes.png")
     plt.close(fig)
+    # the plotted points as text (not log_table: its tag write races when two sweeps end together)
+    lines = ["format,method,sqnr_db,nll,bytes"] + [
+        f"{f},{meth},{m['sqnr_db']},{m['nll']},{m.get('bytes', '')}" for f, meth, m in sorted(rows, key=lambda r: r[:2])]
+    mlflow.log_text("\n".join(lines) + "\n", "plots/variants.csv")
 
 
 class TrackingError(RuntimeError):

@@ -46,7 +46,7 @@ def test_sweep_logs_a_parent_per_model_and_a_child_per_variant(trained_model_dir
     assert parent.data.metrics["quantized_params"] < parent.data.metrics["non_embedding_params"] \
         < parent.data.metrics["total_params"]
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "plots")] == \
-        ["plots/nll_vs_sqnr_and_bytes.png"]
+        ["plots/nll_vs_sqnr_and_bytes.png", "plots/variants.csv"]
     landscape = {a.path for a in client.list_artifacts(parent.info.run_id, "landscape")}
     assert {"landscape/profile.csv", "landscape/profile.png"} <= landscape
     names = sorted(r.info.run_name for r in children)
@@ -64,10 +64,15 @@ def test_sweep_logs_a_parent_per_model_and_a_child_per_variant(trained_model_dir
     rtn = next(r for r in children if r.info.run_name.endswith("mxint4_32 · rtn"))
     assert rtn.data.params["precision"] == "4" and rtn.data.params["block_size"] == "32"
     assert rtn.data.metrics["slope_rtn"] == rtn.data.metrics["slope_rtn"]  # not NaN
-    # the same sweep again reuses every run
-    again = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
+    # a sweep of some of the same formats reuses their runs; the model's plots still show every variant
+    again = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri, formats="int4_chan"))
     assert again.exit_code == 0, again.output
-    assert again.output.count("reused run") == 4
+    assert again.output.count("reused run") == 2
+    plotted = client.download_artifacts(parent.info.run_id, "plots/variants.csv", str(tmp_path))
+    lines = Path(plotted).read_text().splitlines()
+    assert lines[0] == "format,method,sqnr_db,nll,bytes"
+    assert sorted(line.split(",", 2)[1] + " " + line.split(",", 2)[0] for line in lines[1:]) == \
+        ["gptq int4_chan", "gptq mxint4_32", "rtn int4_chan", "rtn mxint4_32"]
     # parent, 4 variants, and the run that claimed the fp loss + landscape (timed there)
     _, all_runs = runs(uri)
     setup = [r for r in all_runs if r.data.tags.get("ptq.kind") == "setup"]
