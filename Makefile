@@ -57,10 +57,10 @@ zoo: $(STAMP)
 REAL_MODELS ?= smollm2-135m gemma-3-270m qwen2.5-coder-0.5b
 REAL_MODELS_FILE := bench/.work/real-models.yaml
 # Xu et al.'s grid plus classic ints (42 formats), the most informative first so that a partial
-# sweep is already useful: 4, 3 and 2 bits at K = 32 and the classic ints, then the other block sizes;
-# mxfp3_e1m1 (the same grid as mxint3) and the 5-6 bit formats last.
+# sweep is already useful: 4, 3 and 2 bits at K = 32 and the classic ints, the 5- and 6-bit elements
+# at K = 32, then the other block sizes; mxfp3_e1m1 (the same grid as mxint3) last.
 REAL_FORMATS_FIRST := mxint4_32,mxfp4_e2m1_32,int4_g128,int4_chan,mxint3_32,int3_g128,int8_chan,mxint2_32
-REAL_FORMATS_NEXT := mxint4_128,mxfp4_e2m1_128,mxint3_128,mxint2_128,mxint4_16,mxfp4_e2m1_16,mxint3_16,mxint2_16
+REAL_FORMATS_NEXT := mxint6_32,mxint5_32,mxfp6_e3m2_32,mxfp5_e2m2_32,mxint4_128,mxfp4_e2m1_128,mxint3_128,mxint2_128,mxint4_16,mxfp4_e2m1_16,mxint3_16,mxint2_16
 REAL_FORMATS_REST := mxint4_64,mxfp4_e2m1_64,mxint2_64,int4_g32,mxint3_64,int8_tens,xu-mx36
 REAL_FORMATS ?= $(REAL_FORMATS_FIRST),$(REAL_FORMATS_NEXT),$(REAL_FORMATS_REST)
 REAL_SETTINGS := --dataset shakespeare-milton --max-windows 16 --seq-len 512 --calibration-size 32 --damp 0.01 \
