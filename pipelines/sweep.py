@@ -269,7 +269,7 @@ def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_r
 
         def attempt():
             return _child(client, mlflow, experiment_id, parent_id, name, key, {},
-                          lambda: _measure_setup(client, parent_id, ctx, say), say, kind="setup")
+                          lambda: _measure_setup(mlflow, client, parent_id, ctx, say), say, kind="setup")
 
         setup = attempt()
         if isinstance(setup, Waiting):
@@ -282,32 +282,33 @@ def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_r
 
 def _setup_done(client, parent_id: str, config: SweepConfig) -> bool:
     """Whether the parent run holds the fp loss and, when asked for, the landscape profile."""
-    if "nll_fp" not in client.get_run(parent_id).data.metrics:
-        return False
+    return "nll_fp" in client.get_run(parent_id).data.metrics and _landscape_done(client, parent_id, config)
+
+
+def _landscape_done(client, parent_id: str, config: SweepConfig) -> bool:
     return config.landscape_step_db <= 0 or "landscape/profile.png" in {
         a.path for a in client.list_artifacts(parent_id, "landscape")}
 
 
-def _measure_setup(client, parent_id: str, ctx: ModelContext, say):
+def _measure_setup(mlflow, client, parent_id: str, ctx: ModelContext, say):
     """Log the fp loss and the landscape profile on the parent run; (timings, no tables) for the claim run."""
     from pipelines.architecture import non_embedding_params
     from pipelines.measure.nll import evaluate_nll
     from pipelines.quantize.rtn import count_params
 
     config, seconds = ctx.config, {}
-    metrics = client.get_run(parent_id).data.metrics
-    if "nll_fp" not in metrics:
+    if "nll_fp" not in client.get_run(parent_id).data.metrics:
         say(f"{ctx.name}: fp loss")
         start = time.perf_counter()
         fp = evaluate_nll(ctx.model, ctx.windows, config.batch_size)
         seconds["seconds_fp"] = time.perf_counter() - start
-        parent = RunLogger(client, parent_id)
-        parent.log_metrics({"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte, "nll_fp_total_nats": fp.total_nats,
+        mlflow.log_metrics({"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte, "nll_fp_total_nats": fp.total_nats,
                             "quantized_params": sum(t.param.numel() for t in ctx.targets),
                             "total_params": count_params(ctx.model),
                             "non_embedding_params": non_embedding_params(ctx.model),
-                            **({"train_tokens": ctx.entry.train_tokens} if ctx.entry.train_tokens else {})})
-    if not _setup_done(client, parent_id, config):
+                            **({"train_tokens": ctx.entry.train_tokens} if ctx.entry.train_tokens else {})},
+                           run_id=parent_id)
+    if not _landscape_done(client, parent_id, config):
         say(f"{ctx.name}: radial loss landscape")
         start = time.perf_counter()
         _log_landscape(RunLogger(client, parent_id), ctx.model, ctx.targets, ctx.slope_windows, config, ctx.name)
@@ -316,16 +317,10 @@ def _measure_setup(client, parent_id: str, ctx: ModelContext, say):
 
 
 class RunLogger:
-    """MLflow's fluent logging calls (log_metrics, log_table, log_figure, …) bound to one run, not the active one."""
+    """MLflow's fluent artifact calls (log_table, log_text, log_figure) bound to one run, not the active one."""
 
     def __init__(self, client, run_id: str):
         self.client, self.run_id = client, run_id
-
-    def log_metrics(self, metrics: dict) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
     def __getattr__(self, name):
         method = getattr(self.client, name)
@@ -340,9 +335,10 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
     with open_model_run(mlflow, client, experiment_id, ctx, say, root_run_id) as parent:
         parent_id = parent.info.run_id
         if ctx.fp is None:  # no fp loss, no variant: all reported FAILED, the setup run holds the error
-            for _ in ctx.variants():
+            results = {v.name: None for v in ctx.variants()}
+            for _ in results:
                 done()
-            return {v.name: None for v in ctx.variants()}
+            return results
         for v in ctx.variants():
             def attempt(v=v):
                 return _child(client, mlflow, experiment_id, parent_id, v.name, v.key, v.params,
