@@ -94,6 +94,7 @@ def run_landscape(config: LandscapeConfig, tracking_uri: str | None = None, say=
     from pipelines.sweep import check_tracking_server, short_name
     from pipelines.tracking import use_store
     from pipelines.token_windows import evaluation_windows
+    from registry.versions import experiment_id
 
     formats = parse_formats(list(config.formats)) if config.formats else []
     grid = snr_grid(config.step_db, config.max_db)
@@ -105,7 +106,7 @@ def run_landscape(config: LandscapeConfig, tracking_uri: str | None = None, say=
     seq_len = sequence_length(model, config.seq_len)
     windows = evaluation_windows(tokenizer, corpus.validation, seq_len, max_windows=config.max_windows)
     name = short_name(source.gguf_file or config.model)
-    mlflow.set_experiment(config.experiment)
+    mlflow.set_experiment(experiment_id=experiment_id(mlflow.MlflowClient(), config.experiment))
     with mlflow.start_run(run_name=f"{name} · landscape", tags={"ptq.kind": "landscape"},
                           description=f"Radial loss landscape of {config.model} on {corpus.spec}: "
                           "NLL along random and RTN-error directions vs perturbation SNR.") as run:

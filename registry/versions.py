@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 REGISTRY_EXPERIMENT = "ptq-registry"
 
 
@@ -45,12 +48,31 @@ def resolve_version(client, name: str, ref: str = "latest"):
                                    f"{', '.join(aliases) or 'none'})") from None
 
 
+def artifact_location(tracking_uri: str, name: str) -> str | None:
+    """Where a sqlite store's experiment `name` keeps its artifacts: `<db stem>-artifacts/<name>`
+    beside the database file; None (the server's or MLflow's choice) for any other store.
+
+    MLflow's default for sqlite is `./mlruns` under the *working directory* of whichever process
+    created the experiment: a store made from a scratch folder loses every artifact (landscape
+    profiles, plots, registered models) when that folder is deleted, while its database lives on.
+    """
+    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    database = Path(path).resolve()
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "experiment"
+    return str(database.with_name(f"{database.stem}-artifacts") / folder)
+
+
 def experiment_id(client, name: str, description: str | None = None) -> str:
     """The id of experiment `name`: created if missing, restored if it was deleted (its runs are
     the audit trail of registered versions, and MLflow refuses to log into a deleted one)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, tags={"mlflow.note.content": description} if description else None)
+        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name),
+                                        tags={"mlflow.note.content": description} if description else None)
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id

@@ -132,13 +132,8 @@ def sweep_store(tmp_path_factory, trained_model_dir, docs_text, _migrated_store)
                ModelEntry(str(gpt2), family="gpt2-tiny", name="gpt2-64", train_tokens=80 * 8 * 64))
     config = SweepConfig(models=entries, formats=SWEEP_FORMATS, dataset=str(corpus), experiment="ptq-sweep",
                          seq_len=64, max_windows=3, calibration_size=4, damp=0.01, landscape_step_db=0)
-    cwd = os.getcwd()
-    os.chdir(root)  # artifacts land next to the store
     messages = []
-    try:
-        run_sweep(config, f"sqlite:///{path}", say=messages.append)
-    finally:
-        os.chdir(cwd)
+    run_sweep(config, f"sqlite:///{path}", say=messages.append)
     assert not [m for m in messages if m.startswith("note:")], messages
     return path
 

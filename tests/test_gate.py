@@ -1,7 +1,6 @@
 """`advisor gate` on a real store holding two exported versions: pass, fail, error — fail closed."""
 
 import json
-import os
 import shutil
 
 import mlflow
@@ -19,16 +18,11 @@ def export_store(tmp_path_factory, trained_model_dir, corpus_file, _migrated_sto
     root = tmp_path_factory.mktemp("gate")
     shutil.copyfile(_migrated_store, root / "mlflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        for fmt in ("mxint8_32", "mxint3_32"):
-            result = CliRunner().invoke(cli, ["export", str(trained_model_dir), "--format", fmt, "--out",
-                                              str(root / fmt), "--dataset", str(corpus_file),
-                                              "--tracking-uri", uri, *FAST])
-            assert result.exit_code == 0, result.output
-    finally:
-        os.chdir(cwd)
+    for fmt in ("mxint8_32", "mxint3_32"):
+        result = CliRunner().invoke(cli, ["export", str(trained_model_dir), "--format", fmt, "--out",
+                                          str(root / fmt), "--dataset", str(corpus_file),
+                                          "--tracking-uri", uri, *FAST])
+        assert result.exit_code == 0, result.output
     return root / "mlflow.db", trained_model_dir.name.lower()
 
 

@@ -85,3 +85,40 @@ def test_the_embedded_data_file_loads_and_names_its_provenance():
     data = load(DEFAULT_FILE)  # written by `bench/study_real.py --export` (make study)
     assert data["variants"] == sum(len(m["variants"]) for m in data["runs"]) > 0
     assert all(p["fingerprint"] and p["code_version"] for p in data["provenance"].values())
+
+
+def test_a_store_keeps_its_artifacts_beside_its_database_not_in_the_working_directory(
+        sweep_store, tmp_path, _migrated_store, monkeypatch):
+    import shutil
+
+    data_file = tmp_path / "measured.json.gz"
+    _export(f"sqlite:///{sweep_store}", data_file)
+    (tmp_path / "stores").mkdir()
+    shutil.copyfile(_migrated_store, tmp_path / "stores" / "team.db")
+    uri = f"sqlite:///{tmp_path / 'stores' / 'team.db'}"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.chdir(scratch)  # a user seeding from a throwaway folder
+    seeded = CliRunner().invoke(cli, ["seed", "--measured-data", str(data_file), "--tracking-uri", uri])
+    assert seeded.exit_code == 0, seeded.output
+    assert list(scratch.iterdir()) == []
+    beside = tmp_path / "stores" / "team-artifacts"
+    assert any((beside / "ptq-registry").rglob("MLmodel"))  # the registered predictors
+    for name in ("ptq-sweep", "ptq-registry"):
+        assert MlflowClient(uri).get_experiment_by_name(name).artifact_location == str(beside / name)
+
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(scratch)  # the registered predictors (artifacts) must survive it
+    answer = CliRunner().invoke(cli, ["recommend", "--memory", "1MB", "--models", "measured", "--json",
+                                      "--tracking-uri", uri])
+    assert answer.exit_code == 0, answer.output
+    assert json.loads(answer.stdout)["versions"]["measured-data"]
+
+
+def test_artifact_locations_are_chosen_only_for_sqlite_files(tmp_path):
+    from registry.versions import artifact_location
+
+    assert artifact_location(f"sqlite:///{tmp_path}/a.db", "ptq sweep/2") == str(tmp_path / "a-artifacts" / "ptq-sweep-2")
+    assert artifact_location("sqlite:///rel.db?timeout=5", "x") == str(tmp_path / "rel-artifacts" / "x")
+    for uri in ("sqlite:///:memory:", "postgresql://u@h/db", "http://localhost:5000", "", None):
+        assert artifact_location(uri, "x") is None

@@ -16,19 +16,13 @@ from pipelines.zoo_training import learning_rate
 @pytest.fixture(scope="module")
 def zoo_store(tmp_path_factory, _migrated_store):
     """The `test` preset trained once (~15 s) into its own store: (uri, CLI JSON, output folder)."""
-    import os
     import shutil
 
     root = tmp_path_factory.mktemp("zoo")
     shutil.copyfile(_migrated_store, root / "mlflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        result = CliRunner().invoke(cli, ["zoo", "--preset", "test", "--out", str(root / "zoo"),
-                                          "--tracking-uri", uri, "--json"])
-    finally:
-        os.chdir(cwd)
+    result = CliRunner().invoke(cli, ["zoo", "--preset", "test", "--out", str(root / "zoo"),
+                                      "--tracking-uri", uri, "--json"])
     assert result.exit_code == 0, result.output
     return uri, json.loads(result.stdout), root / "zoo"
 
