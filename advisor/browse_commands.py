@@ -91,6 +91,7 @@ def explain(model, format_name, experiments, ref, tracking_uri, as_json):
     """
     from registry.feature_table import FEATURES, TableQuery, build_feature_table
     from registry.predictor_registry import load_predictor
+    from registry.predictor_spec import spec_scale
     from registry.tree_json import TreeEnsemble
 
     client = _use_store(tracking_uri)
@@ -105,11 +106,16 @@ def explain(model, format_name, experiments, ref, tracking_uri, as_json):
     spec = predictor.spec
     bias, parts = TreeEnsemble(spec["ensemble"]).contributions([row[f] for f in FEATURES])
     base = float(row[spec["base_column"]]) if spec["base_column"] else 0.0
+    # an rtn_fraction predictor's trees give a fraction of RTN's loss increase: scaled by that
+    # increase, bias and contributions are in nats and still add up to the prediction
+    scale = float(spec_scale(spec, rows.iloc[[0]])[0])
+    bias, parts = bias * scale, parts * scale
     importances = client.download_artifacts(predictor.run_id, "feature_importance.json")
     with open(importances) as f:
         importance = json.load(f)
     report = {"model": model, "format": format_name, "predictor": predictor.uri,
-              "base_column": spec["base_column"], "base": base, "bias": bias,
+              "base_column": spec["base_column"], "base": base, "scale_column": spec.get("scale_column"),
+              "scale": scale, "bias": bias,
               "prediction": base + bias + float(parts.sum()), "halfwidth": spec["halfwidth"],
               "measured_nll_gptq": None if row["nll_gptq"] != row["nll_gptq"] else float(row["nll_gptq"]),
               "contributions": [{"feature": f, "value": float(row[f]), "contribution": float(c),
@@ -121,7 +127,9 @@ def explain(model, format_name, experiments, ref, tracking_uri, as_json):
                f"± {spec['halfwidth']:.4f} nats/token" + (f" (measured {report['measured_nll_gptq']:.4f})"
                                                          if report["measured_nll_gptq"] is not None else ""))
     start = f"{spec['base_column']} {base:.4f} + " if spec["base_column"] else ""
-    click.echo(f"  = {start}mean of the training targets {bias:+.4f} + contributions:")
+    scaled = (f" (trees' fraction × {spec['scale_column']} − {spec['base_column']} {scale:.4f})"
+              if spec.get("scale_column") else "")
+    click.echo(f"  = {start}mean of the training targets {bias:+.4f} + contributions{scaled}:")
     for c in sorted(report["contributions"], key=lambda c: -abs(c["contribution"])):
         click.echo(f"    {c['feature']:<18} = {c['value']:<12.5g} {c['contribution']:+.5f}"
                    f"   (importance {c['importance']:.3f})")

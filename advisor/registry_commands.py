@@ -47,8 +47,10 @@ def sweep_data_options(command):
 @click.option("--dataset-digest", default=None, help="Only runs evaluated on this dataset.")
 @click.option("--kind", type=click.Choice(["rf", "xgb", "both"]), default="both", show_default=True,
               help="Random forest (Xu et al.: 120 trees, depth 8), XGBoost, or one version of each.")
-@click.option("--base", type=click.Choice(["nll_fp", "nll_rtn", "none"]), default="nll_fp", show_default=True,
-              help="Learn NLL_gptq minus this column (none = the paper's absolute NLL).")
+@click.option("--base", type=click.Choice(["nll_fp", "nll_rtn", "rtn_fraction", "none"]), default="nll_fp",
+              show_default=True,
+              help="Learn NLL_gptq minus this column (none = the paper's absolute NLL), or rtn_fraction: "
+                   "(NLL_gptq − NLL_fp) / (NLL_rtn − NLL_fp), the share of RTN's loss increase GPTQ leaves.")
 @click.option("--holdout", "holdouts", multiple=True,
               help="Model (parent run name) kept out of the fit and reported as a test set (repeatable).")
 @click.option("--alpha", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,

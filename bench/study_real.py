@@ -34,11 +34,14 @@ DEFAULT_EXPERIMENTS = ("ptq-sweep", "ptq-zoo")  # where `advisor seed` puts the 
 # GPTQ re-run with `--hessians sequential` (Frantar et al.'s reference order) on some real-model formats,
 # kept out of the training table: its rows have the same features as the ptq-sweep ones
 HESSIANS_EXPERIMENT = "ptq-hessians"
-CHOOSERS = ("rf", "xgb", "rf_rtn", "xgb_rtn", "nll_rtn", "qid_law")
-# the paper's predictors fit NLL_gptq − NLL_fp; *_rtn fit NLL_gptq − NLL_rtn (`advisor seed` fits both),
-# anchoring every prediction to the measured RTN loss, which matters when a held-out model loses far
-# more than any training model (trees do not extrapolate)
-LABELS = {"rf": "RF", "xgb": "XGB", "rf_rtn": "RF·rtn", "xgb_rtn": "XGB·rtn", "nll_rtn": "NLL_rtn", "qid_law": "QiD"}
+CHOOSERS = ("rf", "xgb", "rf_rtn", "xgb_rtn", "rf_frac", "xgb_frac", "nll_rtn", "qid_law")
+# the paper's predictors fit NLL_gptq − NLL_fp; *_rtn fit NLL_gptq − NLL_rtn, anchoring every prediction
+# to the measured RTN loss, which matters when a held-out model loses far more than any training model
+# (trees do not extrapolate); *_frac fit the share of RTN's loss increase that GPTQ leaves, so the
+# prediction also scales with it (`advisor seed` fits the three with RF)
+BASE_OF = {"": "nll_fp", "_rtn": "nll_rtn", "_frac": "rtn_fraction"}
+LABELS = {"rf": "RF", "xgb": "XGB", "rf_rtn": "RF·rtn", "xgb_rtn": "XGB·rtn", "rf_frac": "RF·frac",
+          "xgb_frac": "XGB·frac", "nll_rtn": "NLL_rtn", "qid_law": "QiD"}
 
 
 def held_out_predictions(table, family: str):
@@ -52,8 +55,8 @@ def held_out_predictions(table, family: str):
 
     train, test = table[table["model_family"] != family], table[table["model_family"] == family].copy()
     for kind in ("rf", "xgb"):
-        test[kind] = LossPredictor(kind=kind).fit(train, train[TARGET]).predict(test)
-        test[f"{kind}_rtn"] = LossPredictor(kind=kind, base="nll_rtn").fit(train, train[TARGET]).predict(test)
+        for suffix, base in BASE_OF.items():
+            test[kind + suffix] = LossPredictor(kind=kind, base=base).fit(train, train[TARGET]).predict(test)
     test["nll_rtn_pred"] = test["nll_rtn"]
     test["qid_law"] = np.nan
     rows = qid_table(train)
@@ -194,8 +197,8 @@ def hessian_lines(client, table) -> list[str]:
 def plot_predicted_vs_observed(pred, path: Path):
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    for ax, chooser in zip(axes, ("rf", "rf_rtn")):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, chooser in zip(axes, ("rf", "rf_rtn", "rf_frac")):
         for family, rows in pred.groupby("model_family"):
             ax.scatter(rows["nll_gptq"], rows[COLUMN[chooser]], s=12, label=family)
         lo, hi = pred["nll_gptq"].min(), pred["nll_gptq"].max()

@@ -2,9 +2,11 @@
 
 `LossPredictor` is a scikit-learn estimator: a random forest (120 trees, depth 8, as in the
 paper) or XGBoost, fitted on the target *relative to a base* — the paper's absolute NLL_gptq, or
-NLL_gptq − NLL_fp, or NLL_gptq − NLL_rtn — and always predicting NLL_gptq in nats/token, so every
+NLL_gptq − NLL_fp, or NLL_gptq − NLL_rtn, or the fraction of RTN's loss increase that GPTQ leaves,
+(NLL_gptq − NLL_fp) / (NLL_rtn − NLL_fp) — and always predicting NLL_gptq in nats/token, so every
 recipe is compared on the same scale. Trees cannot extrapolate; a relative target lets a model
-whose loss lies outside the training range still get a sensible prediction.
+whose loss lies outside the training range still get a sensible prediction, and the fraction lets
+it scale with the model's own measured RTN damage (docs/real-model-study.md).
 
 Intervals are split-conformal from leave-one-family-out residuals: the half-width is the
 ⌈(n+1)(1−α)⌉-th smallest |residual| of models predicted while their family was held out, so it
@@ -20,7 +22,13 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from registry.feature_table import FEATURES, TARGET
 
-BASES = {"none": None, "nll_fp": "nll_fp", "nll_rtn": "nll_rtn"}
+# base → the column added back to the trees' output, and (rtn_fraction) the column whose excess over
+# it scales that output
+BASES = {"none": None, "nll_fp": "nll_fp", "nll_rtn": "nll_rtn", "rtn_fraction": "nll_fp"}
+SCALES = {"rtn_fraction": "nll_rtn"}
+# nats/token: below this RTN loss increase (8-bit formats lose ~0.001) the fraction is noise over
+# noise; the prediction's increase is then at most a fraction of the floor
+GAP_FLOOR = 0.005
 
 
 def _features(X) -> np.ndarray:
@@ -30,6 +38,13 @@ def _features(X) -> np.ndarray:
 def _base(X, base: str) -> np.ndarray:
     column = BASES[base]
     return np.zeros(len(X)) if column is None else np.asarray(X[column], dtype=np.float64)
+
+
+def _scale(X, base: str) -> np.ndarray:
+    column = SCALES.get(base)
+    if column is None:
+        return np.ones(len(X))
+    return np.maximum(np.asarray(X[column], dtype=np.float64) - _base(X, base), GAP_FLOOR)
 
 
 def conformal_halfwidth(residuals, alpha: float) -> float:
@@ -73,13 +88,13 @@ class LossPredictor(RegressorMixin, BaseEstimator):
         y = np.asarray(y, dtype=np.float64)
         if len(y) < 2 or not np.isfinite(y).all():
             raise ValueError("the loss predictor needs at least 2 rows with a finite NLL after GPTQ")
-        self.regressor_ = self._regressor().fit(_features(X), y - _base(X, self.base))
+        self.regressor_ = self._regressor().fit(_features(X), (y - _base(X, self.base)) / _scale(X, self.base))
         self.n_features_in_ = len(FEATURES)
         return self
 
     def predict(self, X) -> np.ndarray:
         """Predicted NLL after GPTQ, nats/token."""
-        return self.regressor_.predict(_features(X)) + _base(X, self.base)
+        return self.regressor_.predict(_features(X)) * _scale(X, self.base) + _base(X, self.base)
 
     def recipe(self) -> dict:
         """The parameters that define this predictor (what promotion compares), JSON-able."""

@@ -29,11 +29,12 @@ class PredictorNotFoundError(LookupError):
 
 
 def _spec(evaluation) -> dict:
-    from registry.loss_predictor import BASES
+    from registry.loss_predictor import BASES, GAP_FLOOR, SCALES
     from registry.tree_json import ensemble_to_json
 
     predictor = evaluation.predictor
     return {"features": list(FEATURES), "target": TARGET, "base_column": BASES[predictor.base],
+            "scale_column": SCALES.get(predictor.base), "scale_floor": GAP_FLOOR,
             "recipe": predictor.recipe(), "halfwidth": evaluation.halfwidth, "alpha": evaluation.alpha,
             "evaluation_key": evaluation.key, "metrics": evaluation.metrics,
             "ensemble": ensemble_to_json(predictor.regressor_)}

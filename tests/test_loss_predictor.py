@@ -32,7 +32,8 @@ def test_feature_table_joins_parent_rtn_and_gptq_runs(swept_uri):
         build_feature_table(TableQuery(experiments=("nope",)))
 
 
-def test_register_reload_and_predict_the_same(swept_uri):
+@pytest.mark.parametrize("base", ["nll_fp", "rtn_fraction"])
+def test_register_reload_and_predict_the_same(swept_uri, base):
     table = build_feature_table()
     held = evaluate_recipe({"kind": "rf"}, table, holdout_models=("llama-48",))
     assert {"lofo_mae", "lofo_rmse", "lofo_r2", "lofo_spearman", "lofo_coverage", "holdout_mae"} <= \
@@ -40,7 +41,7 @@ def test_register_reload_and_predict_the_same(swept_uri):
     # 8 training rows cannot support a 90 % conformal interval (needs ⌈9·0.9⌉ = 9 residuals): say so
     assert held.halfwidth == math.inf
     assert math.isfinite(evaluate_recipe({"kind": "rf"}, table, ("llama-48",), alpha=0.2).halfwidth)
-    evaluation = evaluate_recipe({"kind": "rf"}, table)
+    evaluation = evaluate_recipe({"kind": "rf", "base": base}, table)
     version, decision = register_evaluation(evaluation, table, TableQuery())
     assert str(version.version) == "1" and decision.startswith("champion: first version")
     assert version.aliases == ["champion"] and version.tags["families"] == "gpt2-tiny,llama-tiny"
@@ -104,6 +105,29 @@ def test_trees_as_json_predict_like_the_library_and_explain_additively(kind):
                                atol=1e-12 if kind == "rf" else 1e-5)
     bias, parts = ensemble.contributions(frame.to_numpy()[0])
     assert bias + parts.sum() == pytest.approx(reference[0], abs=1e-5)
+
+
+def test_rtn_fraction_scales_with_a_models_own_rtn_damage():
+    """A model that loses 10x more after RTN than any training model: additive targets cannot
+    follow it (trees do not extrapolate); the share of RTN's loss increase can."""
+    import pandas as pd
+
+    from registry.loss_predictor import GAP_FLOOR, LossPredictor
+
+    rng = np.random.default_rng(0)
+
+    def rows(gaps):
+        frame = pd.DataFrame(rng.uniform(1, 2, size=(len(gaps), len(FEATURES))), columns=list(FEATURES))
+        frame["nll_fp"] = rng.uniform(2, 4, len(gaps))
+        frame["nll_rtn"] = frame["nll_fp"] + gaps
+        return frame, frame["nll_fp"] + 0.3 * np.maximum(gaps, GAP_FLOOR)  # GPTQ leaves 30 % of RTN's damage
+
+    train, y = rows(rng.uniform(0.05, 0.5, 100))
+    test, observed = rows(np.concatenate([rng.uniform(2, 5, 20), [0.0, 1e-4]]))
+    fraction = LossPredictor(base="rtn_fraction").fit(train, y).predict(test)
+    np.testing.assert_allclose(fraction, observed, rtol=0, atol=1e-9)
+    for base in ("nll_fp", "nll_rtn"):
+        assert np.abs(LossPredictor(base=base).fit(train, y).predict(test) - observed)[:20].mean() > 0.5
 
 
 def test_a_model_swept_again_contributes_only_its_newest_runs(swept_uri):

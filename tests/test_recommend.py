@@ -136,6 +136,22 @@ def test_explain_adds_up_to_the_prediction(fitted_uri):
     assert bad.exit_code == 2 and bad.output.startswith("Error: no swept variant llama-64 · mxint8_32; swept: ")
 
 
+def test_explain_of_an_rtn_fraction_predictor_adds_up_in_nats(swept_uri):
+    fitted = CliRunner().invoke(cli, ["fit-predictor", "--kind", "rf", "--base", "rtn_fraction"])
+    assert fitted.exit_code == 0, fitted.output
+    report = json.loads(CliRunner().invoke(cli, ["explain", "llama-64", "mxint3_32", "--json"]).stdout)
+    rtn = json.loads(recommend("--memory", "1GB", "--models", "llama-64", "--formats", "mxint3_32",
+                               "--json").stdout)["rows"]
+    served = {r["method"]: r["nll"] for r in rtn}
+    fp = next(c["value"] for c in report["contributions"] if c["feature"] == "nll_fp")
+    assert (report["base_column"], report["scale_column"]) == ("nll_fp", "nll_rtn")
+    assert report["scale"] == pytest.approx(served["rtn"] - fp) and report["scale"] > 0.005
+    total = report["base"] + report["bias"] + sum(c["contribution"] for c in report["contributions"])
+    assert abs(total - served["gptq"]) < 1e-9 and fp < served["gptq"] < served["rtn"] + 0.05
+    text = CliRunner().invoke(cli, ["explain", "llama-64", "mxint3_32"])
+    assert text.exit_code == 0 and f"(trees' fraction × nll_rtn − nll_fp {report['scale']:.4f})" in text.stdout
+
+
 def test_models_and_pareto_browse_the_catalog_and_frontier(fitted_uri):
     listed = CliRunner().invoke(cli, ["models", "--json"])
     assert listed.exit_code == 0, listed.output
