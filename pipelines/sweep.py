@@ -274,6 +274,16 @@ def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_r
         setup = attempt()
         if isinstance(setup, Waiting):
             setup = wait_for(client, experiment_id, key, name, say, attempt)
+        if setup is not None and not _setup_done(client, parent_id, config):
+            # a FINISHED claim whose results are gone from the parent (artifacts deleted, or lost
+            # with the folder they lived in): retire it and measure again, or every resume fails
+            stale, _ = settle(client, experiment_id, key)
+            if stale is not None:
+                client.set_tag(stale.info.run_id, "ptq.stale", "its parent lacks the fp loss or the landscape")
+                client.set_terminated(stale.info.run_id, status="KILLED")
+            setup = attempt()
+            if isinstance(setup, Waiting):
+                setup = wait_for(client, experiment_id, key, name, say, attempt)
         if setup is None or not _setup_done(client, parent_id, config):
             return parent
     ctx.fp_from(client.get_run(parent_id).data.metrics)

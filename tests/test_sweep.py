@@ -1,6 +1,7 @@
 """Sweeps on a tiny local model into a temporary sqlite store, checked through MlflowClient."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +80,17 @@ def test_sweep_logs_a_parent_per_model_and_a_child_per_variant(trained_model_dir
     assert len(all_runs) == 6 and len(setup) == 1 and setup[0].info.status == "FINISHED"
     assert setup[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert setup[0].data.metrics["seconds_fp"] > 0 and setup[0].data.metrics["seconds_landscape"] > 0
+    # the landscape's files lost by hand: the next sweep retires the stale claim and measures it again
+    artifacts = Path(client.get_run(parent.info.run_id).info.artifact_uri.removeprefix("file://"))
+    assert artifacts.is_relative_to(tmp_path / "mlflow-artifacts")  # beside the store, not in the cwd
+    shutil.rmtree(artifacts / "landscape")
+    third = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri, formats="int4_chan"))
+    assert third.exit_code == 0 and "radial loss landscape" in third.output, third.output
+    assert "landscape/profile.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "landscape")}
+    _, all_runs = runs(uri)
+    setup = sorted((r for r in all_runs if r.data.tags.get("ptq.kind") == "setup"), key=lambda r: r.info.start_time)
+    assert [r.info.status for r in setup] == ["KILLED", "FINISHED"] and "ptq.stale" in setup[0].data.tags
+    assert "seconds_fp" not in setup[1].data.metrics  # the fp loss was still on the parent
 
 
 def test_bad_inputs_leave_no_run(trained_model_dir, corpus_file, tmp_path):
