@@ -69,10 +69,17 @@ def artifact_location(tracking_uri: str, name: str) -> str | None:
 def experiment_id(client, name: str, description: str | None = None) -> str:
     """The id of experiment `name`: created if missing, restored if it was deleted (its runs are
     the audit trail of registered versions, and MLflow refuses to log into a deleted one)."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name),
-                                        tags={"mlflow.note.content": description} if description else None)
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name),
+                                            tags={"mlflow.note.content": description} if description else None)
+        except MlflowException as err:  # another process created it since we looked (two sweeps at once)
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id

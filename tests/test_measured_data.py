@@ -115,11 +115,3 @@ def test_a_store_keeps_its_artifacts_beside_its_database_not_in_the_working_dire
     assert answer.exit_code == 0, answer.output
     assert json.loads(answer.stdout)["versions"]["measured-data"]
 
-
-def test_artifact_locations_are_chosen_only_for_sqlite_files(tmp_path):
-    from registry.versions import artifact_location
-
-    assert artifact_location(f"sqlite:///{tmp_path}/a.db", "ptq sweep/2") == str(tmp_path / "a-artifacts" / "ptq-sweep-2")
-    assert artifact_location("sqlite:///rel.db?timeout=5", "x") == str(tmp_path / "rel-artifacts" / "x")
-    for uri in ("sqlite:///:memory:", "postgresql://u@h/db", "http://localhost:5000", "", None):
-        assert artifact_location(uri, "x") is None
