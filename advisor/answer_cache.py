@@ -21,6 +21,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.store_uri import sqlite_file
+
 FORMAT = 1
 _COMPANIONS = ("", "-wal", "-journal", "-shm")
 
@@ -42,14 +44,6 @@ def cache_root() -> Path:
     """$PTQ_ADVISOR_CACHE/answers, else ~/.cache/ptq-advisor/answers."""
     root = os.environ.get("PTQ_ADVISOR_CACHE")
     return (Path(root) if root else Path.home() / ".cache" / "ptq-advisor") / "answers"
-
-
-def sqlite_file(uri: str | None) -> Path | None:
-    """The database file of a `sqlite:///` URI (relative paths from the working directory), else None."""
-    if not uri or not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
-    return Path(path).resolve() if path and path != ":memory:" else None
 
 
 def cache_enabled() -> bool:

@@ -39,10 +39,11 @@ from pipelines.token_windows import calibration_windows, evaluation_windows  # n
 CACHE = Path(os.environ.get("PTQ_ADVISOR_CACHE", Path.home() / ".cache" / "ptq-advisor"))
 
 
-def timed(work) -> tuple[float, object]:
+def timed(work) -> float:
+    """Seconds `work()` takes."""
     start = time.perf_counter()
-    result = work()
-    return time.perf_counter() - start, result
+    work()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -67,16 +68,13 @@ def main() -> None:
     stages = {"fp Hessians": [], "GPTQ solves": [], "evaluation": []}
     for _ in range(args.repeats):
         hooks = _HessianHooks(model, targets)
-        seconds, _ = timed(lambda: _run(model, calibration, 8, hooks))
+        stages["fp Hessians"].append(timed(lambda: _run(model, calibration, 8, hooks)))
         hooks.remove()
-        stages["fp Hessians"].append(seconds)
         backup = WeightBackup(targets)
         report = QuantizationReport(fmt, total_params=count_params(model), rest_bits=16)
-        seconds, _ = timed(lambda: _quantize_targets(targets, hooks.by_target, fmt, report, damp=0.01,
-                                                     damp_grid=DAMP_GRID, blocksize=128, mx_mode="column"))
-        stages["GPTQ solves"].append(seconds)
-        seconds, _ = timed(lambda: evaluate_nll(model, windows, 8))
-        stages["evaluation"].append(seconds)
+        stages["GPTQ solves"].append(timed(lambda: _quantize_targets(
+            targets, hooks.by_target, fmt, report, damp=0.01, damp_grid=DAMP_GRID, blocksize=128, mx_mode="column")))
+        stages["evaluation"].append(timed(lambda: evaluate_nll(model, windows, 8)))
         backup.restore()
         print({k: round(v[-1], 1) for k, v in stages.items()}, flush=True)
     medians = {k: statistics.median(v) for k, v in stages.items()}

@@ -271,9 +271,11 @@ def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_r
             return _child(client, mlflow, experiment_id, parent_id, name, key, {},
                           lambda: _measure_setup(mlflow, client, parent_id, ctx, say), say, kind="setup")
 
-        setup = attempt()
-        if isinstance(setup, Waiting):
-            setup = wait_for(client, experiment_id, key, name, say, attempt)
+        def claim():  # measured here, or by another sweep that holds the claim
+            setup = attempt()
+            return wait_for(client, experiment_id, key, name, say, attempt) if isinstance(setup, Waiting) else setup
+
+        setup = claim()
         if setup is not None and not _setup_done(client, parent_id, config):
             # a FINISHED claim whose results are gone from the parent (artifacts deleted, or lost
             # with the folder they lived in): retire it and measure again, or every resume fails
@@ -281,9 +283,7 @@ def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_r
             if stale is not None:
                 client.set_tag(stale.info.run_id, "ptq.stale", "its parent lacks the fp loss or the landscape")
                 client.set_terminated(stale.info.run_id, status="KILLED")
-            setup = attempt()
-            if isinstance(setup, Waiting):
-                setup = wait_for(client, experiment_id, key, name, say, attempt)
+            setup = claim()
         if setup is None or not _setup_done(client, parent_id, config):
             return parent
     ctx.fp_from(client.get_run(parent_id).data.metrics)

@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from registry.feature_table import FEATURES, TARGET
+from registry.predictor_spec import spec_scale
 
 # base → the column added back to the trees' output, and (rtn_fraction) the column whose excess over
 # it scales that output
@@ -41,10 +42,8 @@ def _base(X, base: str) -> np.ndarray:
 
 
 def _scale(X, base: str) -> np.ndarray:
-    column = SCALES.get(base)
-    if column is None:
-        return np.ones(len(X))
-    return np.maximum(np.asarray(X[column], dtype=np.float64) - _base(X, base), GAP_FLOOR)
+    # the formula the registered spec is served with, so fitting and serving cannot drift apart
+    return spec_scale({"base_column": BASES[base], "scale_column": SCALES.get(base), "scale_floor": GAP_FLOOR}, X)
 
 
 def conformal_halfwidth(residuals, alpha: float) -> float:

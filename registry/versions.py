@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
+
+from registry.store_uri import sqlite_file
 
 REGISTRY_EXPERIMENT = "ptq-registry"
 
@@ -56,12 +57,9 @@ def artifact_location(tracking_uri: str, name: str) -> str | None:
     created the experiment: a store made from a scratch folder loses every artifact (landscape
     profiles, plots, registered models) when that folder is deleted, while its database lives on.
     """
-    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
+    database = sqlite_file(tracking_uri)
+    if database is None:
         return None
-    path = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    database = Path(path).resolve()
     folder = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "experiment"
     return str(database.with_name(f"{database.stem}-artifacts") / folder)
 
