@@ -33,7 +33,9 @@ class MeasuredDataError(ValueError):
 
 
 def _run_record(run) -> dict:
-    return {"name": run.info.run_name, "source_run_id": run.info.run_id,
+    # a run imported from a data file names the run that measured it: re-exporting keeps that id,
+    # so a store seeded from a file and exported again gives the file's data version back
+    return {"name": run.info.run_name, "source_run_id": run.data.tags.get(SOURCE_TAG, run.info.run_id),
             "params": dict(sorted(run.data.params.items())),
             "metrics": dict(sorted(run.data.metrics.items())),
             "tags": {k: v for k, v in sorted(run.data.tags.items()) if k in KEEP_TAGS}}

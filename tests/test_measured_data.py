@@ -53,6 +53,8 @@ def test_a_sweep_exported_and_seeded_elsewhere_gives_the_same_feature_table(swee
     runs = MlflowClient(tracking_uri).search_runs(
         [MlflowClient(tracking_uri).get_experiment_by_name("ptq-sweep").experiment_id], max_results=100)
     assert {r.data.tags[DATA_TAG] for r in runs} == {header["data_version"]}
+    # the seeded store exported again is the same data: same version, same source run ids
+    assert _export(tracking_uri, tmp_path / "re-export.json.gz")["data_version"] == header["data_version"]
 
     # importing again adds nothing; the recommendation cites the data its predictor was fitted on
     again = CliRunner().invoke(cli, ["seed", "--measured-data", str(data_file), "--tracking-uri", tracking_uri])
