@@ -87,7 +87,11 @@ def _champion_mae(client, champion, evaluation, table, holdout_models) -> tuple[
     from registry.predictor_evaluation import evaluate_recipe
 
     if champion.tags.get("evaluation_key") == evaluation.key:
-        return float(champion.tags["lofo_mae"]), "recorded"
+        # the run's metric, not the version tag: tags hold 6 significant digits, and a decision
+        # between two fits that close must not turn on the rounding
+        run = client.get_run(champion.run_id) if champion.run_id else None
+        recorded = run.data.metrics.get("lofo_mae") if run else None
+        return float(champion.tags["lofo_mae"] if recorded is None else recorded), "recorded"
     recipe = json.loads(champion.tags["recipe"])
     return evaluate_recipe(recipe, table, holdout_models, evaluation.alpha).metrics["lofo_mae"], \
         "its recipe re-evaluated here"
@@ -164,11 +168,20 @@ def _promote(client, version, evaluation, table, holdout_models) -> str:
         return f"champion: first version with a held-out evaluation (LOFO MAE {evaluation.metrics['lofo_mae']:.4f})"
     new = evaluation.metrics["lofo_mae"]
     old, how = _champion_mae(client, champion, evaluation, table, holdout_models)
+    shown_new, shown_old = _distinct(new, old)
     if new < old:
         client.set_registered_model_alias(PREDICTOR, CHAMPION, version.version)
-        return f"champion: LOFO MAE {new:.4f} < {old:.4f} of version {champion.version} ({how})"
+        return f"champion: LOFO MAE {shown_new} < {shown_old} of version {champion.version} ({how})"
     client.set_registered_model_alias(PREDICTOR, CHALLENGER, version.version)
-    return f"challenger: LOFO MAE {new:.4f} ≥ {old:.4f} of champion version {champion.version} ({how})"
+    return f"challenger: LOFO MAE {shown_new} ≥ {shown_old} of champion version {champion.version} ({how})"
+
+
+def _distinct(a: float, b: float) -> tuple[str, str]:
+    """a and b with 4 decimals, or as many more as it takes to tell them apart (up to 12)."""
+    for digits in range(4, 13):
+        if f"{a:.{digits}f}" != f"{b:.{digits}f}":
+            break
+    return f"{a:.{digits}f}", f"{b:.{digits}f}"
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The loss predictor fitted on a real tiny sweep, registered, promoted and reloaded."""
 
+import dataclasses
 import math
 
 import mlflow
@@ -70,6 +71,20 @@ def test_champion_moves_only_when_beaten_on_the_same_evaluation(swept_uri):
     version, decision = register_evaluation(good, table, TableQuery())
     assert decision.startswith("champion: LOFO MAE") and decision.endswith("of version 1 (recorded)")
     assert client.get_model_version_by_alias(PREDICTOR, "champion").version == 2
+    # a fit within the tags' rounding of the champion (6 significant digits): decided on the exact
+    # MAE the champion's run logged, and the message shows the digits that tell them apart
+    exact = good.metrics["lofo_mae"]
+    rounded = float(client.get_model_version(PREDICTOR, 2).tags["lofo_mae"])
+    assert rounded != exact
+    close = dataclasses.replace(good, metrics={**good.metrics, "lofo_mae": (exact + rounded) / 2})
+    version, decision = register_evaluation(close, table, TableQuery())
+    beats = close.metrics["lofo_mae"] < exact
+    assert decision.split(":")[0] == ("champion" if beats else "challenger"), decision
+    shown = decision.split("LOFO MAE ")[1].split(" of ")[0].split(" ")
+    digits = len(shown[2].split(".")[1])
+    assert shown[0] != shown[2] and shown[2] == f"{exact:.{digits}f}" and digits > 4
+    if beats:  # put the good fit back as champion for what follows
+        client.set_registered_model_alias(PREDICTOR, "champion", 2)
     version, decision = register_evaluation(evaluate_recipe(POOR, table), table, TableQuery())
     assert decision.startswith("challenger") and version.aliases == ["challenger"]
     assert client.get_model_version_by_alias(PREDICTOR, "champion").version == 2
