@@ -47,10 +47,11 @@ def sweep_data_options(command):
 @click.option("--dataset-digest", default=None, help="Only runs evaluated on this dataset.")
 @click.option("--kind", type=click.Choice(["rf", "xgb", "both"]), default="both", show_default=True,
               help="Random forest (Xu et al.: 120 trees, depth 8), XGBoost, or one version of each.")
-@click.option("--base", type=click.Choice(["nll_fp", "nll_rtn", "rtn_fraction", "none"]), default="nll_fp",
+@click.option("--base", type=click.Choice(["rtn_fraction", "nll_fp", "nll_rtn", "none"]), default="rtn_fraction",
               show_default=True,
-              help="Learn NLL_gptq minus this column (none = the paper's absolute NLL), or rtn_fraction: "
-                   "(NLL_gptq − NLL_fp) / (NLL_rtn − NLL_fp), the share of RTN's loss increase GPTQ leaves.")
+              help="rtn_fraction: learn (NLL_gptq − NLL_fp) / (NLL_rtn − NLL_fp), the share of RTN's loss "
+                   "increase GPTQ leaves (the best held-out error on the real models); else learn "
+                   "NLL_gptq minus this column (nll_fp: Xu et al.'s relative target; none: their absolute NLL).")
 @click.option("--holdout", "holdouts", multiple=True,
               help="Model (parent run name) kept out of the fit and reported as a test set (repeatable).")
 @click.option("--alpha", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,
@@ -78,14 +79,14 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
             recipe |= {"n_estimators": 300, "max_depth": 4, "learning_rate": 0.05}
         evaluation = evaluate_recipe(recipe, table, holdouts, alpha)
         version, decision = register_evaluation(evaluation, table, query, holdouts, client=client)
-        results.append({"name": version.name, "version": str(version.version), "kind": recipe_kind,
+        results.append({"name": version.name, "version": str(version.version), "kind": recipe_kind, "base": base,
                         "decision": decision, "rows": evaluation.train_rows, "metrics": evaluation.metrics})
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for r in results:
         m = r["metrics"]
-        click.echo(f"{r['name']}/{r['version']} ({r['kind']}, {r['rows']} rows): LOFO MAE {m['lofo_mae']:.4f} "
+        click.echo(f"{r['name']}/{r['version']} ({r['kind']}, base {r['base']}, {r['rows']} rows): LOFO MAE {m['lofo_mae']:.4f} "
                    f"nats/token, Spearman {m['lofo_spearman']:.3f}, {1 - alpha:.0%} interval "
                    f"±{m['halfwidth']:.4f} (coverage {m['lofo_coverage']:.0%})")
         click.echo(f"  {r['decision']}")

@@ -11,7 +11,9 @@ def test_fit_predictor_registers_rf_and_xgb_and_lineage_traces_the_runs(swept_ur
     result = CliRunner().invoke(cli, ["fit-predictor", "--json"])
     assert result.exit_code == 0, result.output
     fits = json.loads(result.stdout)
-    assert [(f["version"], f["kind"]) for f in fits] == [("1", "rf"), ("2", "xgb")]
+    # the default target is the one with the lowest held-out error on the real models
+    assert [(f["version"], f["kind"], f["base"]) for f in fits] == [("1", "rf", "rtn_fraction"),
+                                                                    ("2", "xgb", "rtn_fraction")]
     assert fits[0]["decision"].startswith("champion: first version")
     assert fits[1]["decision"].split(":")[0] in ("champion", "challenger")
     assert fits[0]["rows"] == 12 and fits[0]["metrics"]["lofo_mae"] > 0
@@ -35,7 +37,7 @@ def test_fit_predictor_human_output_and_bad_inputs(swept_uri):
     result = CliRunner().invoke(cli, ["fit-predictor", "--kind", "rf", "--base", "none"])
     assert result.exit_code == 0, result.output
     first, second = result.stdout.splitlines()
-    assert first.startswith("ptq-loss-predictor/1 (rf, 12 rows): LOFO MAE ")
+    assert first.startswith("ptq-loss-predictor/1 (rf, base none, 12 rows): LOFO MAE ")
     assert second.startswith("  champion: first version")
     cases = {
         ("--experiment", "nope"): "Error: no experiment 'nope' in",
