@@ -346,8 +346,8 @@ def main(argv=None):
              *score_lines(scores),
              "", "The same on the formats of 3 bits or more (2-bit rows, where RTN breaks the network, left out):", "",
              *score_lines(usable_scores),
-             "", "And on the formats of 5 bits or more, whose losses (hundredths of a nat) are on the scale of "
-             "the MAE goal:", "",
+             "", "And on the formats of 5 bits or more, whose losses (mostly hundredths of a nat; a per-tensor "
+             "int8 scale can lose far more) are on the scale of the MAE goal:", "",
              *score_lines(fine_scores)]
     lines += ["", "Regret: measured NLL after GPTQ of the chooser's pick minus the best measured under the "
               "budget — within each held-out model over 25 budgets spanning its sizes (nats/token), and across "
