@@ -182,8 +182,7 @@ def coverage_lines(table, families) -> list[str]:
     def cell(fmt):
         return "".join(initials[m] for m in models if fmt in measured[m]) or "·"
 
-    grid = [f"{element}_{k}" for element in PAPER_ELEMENTS for k in PAPER_BLOCK_SIZES]
-    study = grid + list(PRESETS["classic-int"])
+    study = list(PRESETS["xu-mx36"]) + list(PRESETS["classic-int"])
     done = sum(fmt in measured[m] for m in models for fmt in study)
     lines = [f"Grid coverage: {done} of {len(study) * len(models)} (model, format) pairs of the study's "
              f"{len(study)} formats measured with RTN and GPTQ; "
