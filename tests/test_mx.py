@@ -151,3 +151,12 @@ def test_random_tensor_sqnr_tracks_precision():
         sqnr.append(20 * math.log10(float(x.norm() / err.norm())))
     steps = [b - a for a, b in zip(sqnr, sqnr[1:])]
     assert all(5.0 < s < 7.0 for s in steps[1:]), sqnr  # ~6 dB per bit
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(floats, min_size=1, max_size=300), k=st.sampled_from([16, 32, 64, 128]))
+def test_fp3_e1m1_is_mxint3_at_every_block_size(values, k):
+    # E1M1's magnitudes {0, 0.5, 1, 1.5} are mxint3's uniform grid {0..3} / 2 under the same shared
+    # exponent, so the study measures mxfp3_e1m1 at one block size and names mxint3 for the others.
+    x = torch.tensor(values, dtype=torch.float32).reshape(1, -1)
+    assert torch.equal(quantize_mx(x, parse_format(f"mxfp3_e1m1_{k}")), quantize_mx(x, parse_format(f"mxint3_{k}")))
