@@ -196,7 +196,7 @@ def coverage_lines(table, families) -> list[str]:
     same = [(m, k) for m in models for k in PAPER_BLOCK_SIZES
             if f"mxfp3_e1m1_{k}" not in measured[m] and f"mxint3_{k}" in measured[m]]
     if same:
-        lines += ["", f"mxfp3_e1m1 gives the same weights as mxint3 at every block size (E1M1's magnitudes "
+        lines += ["", "mxfp3_e1m1 gives the same weights as mxint3 at every block size (E1M1's magnitudes "
                   f"are mxint3's uniform grid; `tests/test_mx.py` checks it bit for bit), so {len(same)} of the "
                   "unswept mxfp3_e1m1 pairs are known from mxint3: "
                   + ", ".join(f"{initials[m]} K = {k}" for m, k in same) + "."]
