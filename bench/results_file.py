@@ -15,16 +15,10 @@ HEADER = ("# Benchmark results\n\nWritten by the scripts in `bench/` (`make benc
 
 def machine() -> str:
     """CPU model, logical cores, OS and the date, for a results header."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from pipelines.machine import cpu_name
+
     today = datetime.date.today().isoformat()
-    return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}, {today}"
+    return f"{cpu_name()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}, {today}"
 
 
 def write_section(path: str | Path, name: str, body: str) -> None:

@@ -167,6 +167,13 @@ def per_format_lines(table, families) -> list[str]:
     return lines
 
 
+def study_formats() -> list[str]:
+    """The study's grid: Xu et al.'s 36 MX formats, then the classic ints."""
+    from pipelines.quantize.formats import PRESETS
+
+    return list(PRESETS["xu-mx36"]) + list(PRESETS["classic-int"])
+
+
 def coverage_lines(table, families) -> list[str]:
     """Markdown: which of the study's 42 formats (Xu et al.'s MX grid plus the classic ints) each
     held-out model has measured with GPTQ, as the models' initials per element and block size."""
@@ -182,7 +189,7 @@ def coverage_lines(table, families) -> list[str]:
     def cell(fmt):
         return "".join(initials[m] for m in models if fmt in measured[m]) or "·"
 
-    study = list(PRESETS["xu-mx36"]) + list(PRESETS["classic-int"])
+    study = study_formats()
     done = sum(fmt in measured[m] for m in models for fmt in study)
     lines = [f"Grid coverage: {done} of {len(study) * len(models)} (model, format) pairs of the study's "
              f"{len(study)} formats measured with RTN and GPTQ; "
@@ -204,6 +211,45 @@ def coverage_lines(table, families) -> list[str]:
               "|---|" + "---|" * len(PRESETS["classic-int"]),
               "| measured by | " + " | ".join(cell(f) for f in PRESETS["classic-int"]) + " |", ""]
     return lines
+
+
+UNRECORDED = "not recorded (measured before runs carried `ptq.machine`)"
+
+
+def sweep_runs(client, experiment: str = "ptq-sweep"):
+    """The FINISHED variant runs of `experiment`: model, format, method, machine, seconds (compute)."""
+    import mlflow
+    import pandas as pd
+
+    found = client.get_experiment_by_name(experiment)
+    runs = pd.DataFrame() if found is None else mlflow.search_runs(
+        [found.experiment_id], "tags.`ptq.kind` = 'variant' and attributes.status = 'FINISHED'", max_results=50_000)
+    if runs.empty:
+        return pd.DataFrame(columns=["model", "format", "method", "machine", "seconds"])
+    seconds = sum(runs.get(f"metrics.seconds_{part}", 0).fillna(0) for part in ("rtn", "slope", "gptq"))
+    machine_tag = runs["tags.ptq.machine"] if "tags.ptq.machine" in runs else pd.Series(None, index=runs.index)
+    return pd.DataFrame({"model": runs["tags.mlflow.runName"].str.split(" · ").str[0],
+                         "format": runs["params.format"], "method": runs["params.method"],
+                         "machine": machine_tag.fillna(UNRECORDED), "seconds": seconds})
+
+
+def cost_lines(runs, models, grid_size: int) -> list[str]:
+    """Markdown: minutes per format (RTN, its landscape slope and GPTQ, as the runs timed them) per
+    model and measuring machine, and what the whole grid takes at that median."""
+    runs = runs[runs["model"].isin(models)]
+    both = runs.groupby(["model", "machine", "format"]).agg(seconds=("seconds", "sum"), methods=("method", "nunique"))
+    both = both[both["methods"] == 2].reset_index()  # a format with only one method timed is not a format's cost
+    if both.empty:
+        return []
+    lines = ["Sweep cost: compute minutes per format (RTN + its landscape slope + GPTQ, timed by the variant "
+             f"runs; model loading, the fp loss and the landscape profile, once per model, not included) and "
+             f"the {grid_size}-format grid at the median, per measuring machine:", "",
+             "| model | measured on | formats | median min/format | range | grid (h) |", "|---|---|---|---|---|---|"]
+    for (model, where), g in both.groupby(["model", "machine"], sort=True):
+        minutes = g["seconds"] / 60
+        lines.append(f"| {model} | {where} | {len(g)} | {minutes.median():.1f} | {minutes.min():.1f}–{minutes.max():.1f} | "
+                     f"{minutes.median() * grid_size / 60:.1f} |")
+    return lines + [""]
 
 
 def hessian_lines(client, table) -> list[str]:
@@ -351,6 +397,8 @@ def main(argv=None):
              f"Rows with a measured NLL after GPTQ: {len(table)} ({table['model'].nunique()} models, families "
              f"{', '.join(sorted(table['model_family'].unique()))}). Held out in turn: {', '.join(families)}.", "",
              *coverage_lines(table, families),
+             *cost_lines(sweep_runs(client), set(table.loc[table["model_family"].isin(families), "model"]),
+                         len(study_formats())),
              *score_lines(scores),
              "", "The same on the formats of 3 bits or more (2-bit rows, where RTN breaks the network, left out):", "",
              *score_lines(usable_scores),

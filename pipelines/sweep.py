@@ -20,6 +20,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipelines.machine import MACHINE_TAG, describe
 from pipelines.model_set import ModelEntry
 from pipelines.run_claims import DUPLICATE_TAG, OWNER_TAG, Heartbeat, claim_tags, settle
 from pipelines.run_claims import order as _order
@@ -98,7 +99,7 @@ def _child(client, mlflow, experiment_id, parent_id, name, key, params, work, sa
         return Waiting(live[0].info.run_id)
     say(f"{name}: measuring")
     run = mlflow.start_run(run_name=name, nested=True, parent_run_id=parent_id,
-                           tags={KEY_TAG: key, KIND_TAG: kind, **claim_tags()})
+                           tags={KEY_TAG: key, KIND_TAG: kind, MACHINE_TAG: describe(), **claim_tags()})
     run_id = run.info.run_id
     with Heartbeat(client, run_id):
         done, live = settle(client, experiment_id, key)

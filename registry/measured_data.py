@@ -22,7 +22,8 @@ from pathlib import Path
 FORMAT = "ptq-advisor/measured-runs/v1"
 DATA_TAG = "ptq.seed_data"
 SOURCE_TAG = "ptq.source_run_id"
-KEEP_TAGS = ("ptq.kind", "ptq.variant_key", "ptq.zoo.family")
+# ptq.machine: what measured a variant, so its logged seconds keep their meaning in another store
+KEEP_TAGS = ("ptq.kind", "ptq.variant_key", "ptq.zoo.family", "ptq.machine")
 DEFAULT_FILE = Path(__file__).resolve().parent / "data" / "measured-runs.json.gz"
 # research models (the micro-suite) are imported beside the sweep, never into the candidate catalog
 ZOO_EXPERIMENT = "ptq-zoo"

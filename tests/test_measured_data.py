@@ -25,6 +25,8 @@ def test_a_sweep_exported_and_seeded_elsewhere_gives_the_same_feature_table(swee
     assert all(p["fingerprint"] and p["dataset_digest"] and p["code_version"] for p in header["provenance"].values())
     assert _export(swept_uri, tmp_path / "again.json.gz")["data_version"] == header["data_version"]
     assert (tmp_path / "again.json.gz").read_bytes() == data_file.read_bytes()  # reproducible bytes
+    variants = [v for m in load(data_file)["runs"] for v in m["variants"]]
+    assert all("logical cores" in v["tags"]["ptq.machine"] for v in variants)  # their seconds' machine
 
     seeded = CliRunner().invoke(cli, ["seed", "--measured-data", str(data_file), "--tracking-uri", tracking_uri])
     assert seeded.exit_code == 0, seeded.output

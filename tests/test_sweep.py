@@ -62,6 +62,8 @@ def test_sweep_logs_a_parent_per_model_and_a_child_per_variant(trained_model_dir
         assert m["nll"] > 0 and m["sqnr_db"] > 0 and m["bytes"] > 0
         assert abs(m["delta_nll"] - (m["nll"] - parent.data.metrics["nll_fp"])) < 1e-9
         assert "layers_sqnr.json" in [a.path for a in client.list_artifacts(child.info.run_id)]
+        seconds = "seconds_rtn" if child.data.params["method"] == "rtn" else "seconds_gptq"
+        assert m[seconds] > 0 and "logical cores" in child.data.tags["ptq.machine"]  # timed, and where
     rtn = next(r for r in children if r.info.run_name.endswith("mxint4_32 · rtn"))
     assert rtn.data.params["precision"] == "4" and rtn.data.params["block_size"] == "32"
     assert rtn.data.metrics["slope_rtn"] == rtn.data.metrics["slope_rtn"]  # not NaN
