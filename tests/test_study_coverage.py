@@ -36,3 +36,41 @@ def test_sweep_cost_is_per_model_and_machine_and_counts_only_formats_timed_with_
     # per format: rtn + gptq seconds, so 8, 10 and 12 minutes on the EPYC; 20 on the unrecorded one
     assert table == [f"| Qwen | {epyc} | 3 | 10.0 | 8.0–12.0 | 7.0 |", f"| Qwen | {old} | 1 | 20.0 | 20.0–20.0 | 14.0 |"]
     assert cost_lines(runs, {"nobody"}, grid_size=42) == []
+
+
+def _scores(mae: dict, rho: float = 0.9) -> dict:
+    from bench.study_real import CHOOSERS
+
+    return {c: {"mae": mae.get(c, 1.0), "spearman": mae.get(c + "_rho", rho), "rows": 10} for c in CHOOSERS}
+
+
+def test_goals_name_the_deployed_predictor_and_the_best_tree_and_mark_each_goal():
+    from bench.study_real import goal_lines
+
+    all_rows = {"gemma3": _scores({"rf_frac": 0.5, "xgb_frac": 0.3, "nll_rtn": 0.4, "qid_law": float("nan"),
+                                   "rf_frac_rho": 0.96}),
+                "qwen2.5": _scores({"rf_frac": 0.2, "xgb": 0.1, "nll_rtn": 0.15, "qid_law": 0.12, "xgb_rho": 0.97})}
+    fine = {"gemma3": _scores({"rf_frac": 0.01, "nll_rtn": 0.03, "qid_law": 0.05}),
+            "qwen2.5": _scores({"rf_frac": 0.3, "xgb_rtn": 0.015, "nll_rtn": 0.01, "qid_law": 0.4})}
+    regrets = {c: {"median": 0.0, "budgets": 50} for c in ("rf", "xgb", "rf_rtn", "rf_frac", "xgb_frac")}
+    regrets["xgb_rtn"] = {"median": 0.063, "budgets": 50}
+    lines = goal_lines({"all rows": all_rows, "≥ 5 bits": fine}, regrets, "rf_frac")
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): [c.strip() for c in line.strip("|").split("|")[2:]]
+            for line in lines if line.startswith("| ") and not line.startswith("| goal")}
+    assert rows[("MAE ≤ 0.02 nats, all rows", "deployed RF·frac")] == ["0.500 ✗", "0.200 ✗"]
+    assert rows[("MAE ≤ 0.02 nats, all rows", "best tree")] == ["0.300 XGB·frac ✗", "0.100 XGB ✗"]
+    assert rows[("MAE ≤ 0.02 nats, ≥ 5 bits", "deployed RF·frac")] == ["0.010 ✓", "0.300 ✗"]
+    assert rows[("MAE ≤ 0.02 nats, ≥ 5 bits", "best tree")] == ["0.010 RF·frac ✓", "0.015 XGB·rtn ✓"]
+    assert rows[("Spearman ρ ≥ 0.95, all rows", "deployed RF·frac")] == ["0.960 ✓", "0.900 ✗"]
+    assert rows[("Spearman ρ ≥ 0.95, all rows", "best tree")] == ["0.960 RF·frac ✓", "0.970 XGB ✓"]
+    # a baseline without a value (QiD needs the training tokens) is not one to beat
+    assert rows[("beats both baselines' MAE, all rows", "deployed RF·frac")] == \
+        ["0.500 vs NLL_rtn 0.400 ✗", "0.200 vs QiD 0.120 ✗"]
+    assert rows[("beats both baselines' MAE, all rows", "best tree")] == \
+        ["0.300 XGB·frac vs NLL_rtn 0.400 ✓", "0.100 XGB vs QiD 0.120 ✓"]
+    assert rows[("beats both baselines' MAE, ≥ 5 bits", "best tree")] == \
+        ["0.010 RF·frac vs NLL_rtn 0.030 ✓", "0.015 XGB·rtn vs NLL_rtn 0.010 ✗"]
+    assert lines[-2] == ("Median regret ≤ 0.01 nats over the 50 budgets of all held-out models: deployed RF·frac "
+                         "0.0000 ✓; 5 of 6 trees meet it (not XGB·rtn 0.063).")
+    # without a registered champion only the best tree is shown
+    assert not any("deployed" in line for line in goal_lines({"all rows": all_rows}, regrets, None)[2:])
