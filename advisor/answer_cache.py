@@ -21,7 +21,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.store_uri import sqlite_file
+from store.uri import sqlite_file
+from store.paths import cache_root
 
 FORMAT = 1
 _COMPANIONS = ("", "-wal", "-journal", "-shm")
@@ -31,19 +32,18 @@ _COMPANIONS = ("", "-wal", "-journal", "-shm")
 class StoreInputs:
     """What a recommendation reads: laws and predictor are None/str (the error) when missing."""
 
-    catalog: object  # registry.catalog.Catalog
+    catalog: object  # registry.catalog.entries.Catalog
     table: object  # pandas DataFrame of the sweep feature table, or None
     table_note: str | None
-    predictor: object  # registry.predictor_registry.LoadedPredictor or None
+    predictor: object  # registry.predictor.registered.LoadedPredictor or None
     predictor_error: str | None
     qid: object  # registry.api.Law or the error message
     loss16: object
 
 
-def cache_root() -> Path:
+def answers_dir() -> Path:
     """$PTQ_ADVISOR_CACHE/answers, else ~/.cache/ptq-advisor/answers."""
-    root = os.environ.get("PTQ_ADVISOR_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "ptq-advisor") / "answers"
+    return cache_root() / "answers"
 
 
 def cache_enabled() -> bool:
@@ -86,7 +86,7 @@ def store_stamp(uri: str | None) -> list | None:
 
 def snapshot_file(uri: str, experiments) -> Path:
     key = json.dumps([str(sqlite_file(uri)), sorted(experiments)])
-    return cache_root() / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    return answers_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
 def to_json(inputs: StoreInputs) -> dict:
@@ -107,8 +107,8 @@ def to_json(inputs: StoreInputs) -> dict:
 
 def from_json(data: dict) -> StoreInputs:
     from registry.api import Law
-    from registry.catalog import catalog_from_dict
-    from registry.predictor_registry import LoadedPredictor
+    from registry.catalog.entries import catalog_from_dict
+    from registry.predictor.registered import LoadedPredictor
 
     table = None
     if data["table"] is not None:

@@ -6,9 +6,11 @@ import json
 
 import click
 
+from advisor.options import methods_option, open_store, tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
-from advisor.recommend_command import DEFAULT_FORMATS, collect_rows, ensure_seeded
-from advisor.registry_commands import TRACKING_HELP, _use_store
+from advisor.recommend_command import DEFAULT_FORMATS
+from advisor.candidates import collect_rows
+from advisor.seed_command import ensure_seeded
 
 
 def _count(n) -> str:
@@ -21,12 +23,12 @@ def _count(n) -> str:
 
 
 @click.command()
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@tracking_uri_option
 @click.option("--json", "as_json", is_flag=True, help="The catalog entries as JSON.")
 @friendly_errors
 def models(tracking_uri, as_json):
     """The candidate catalog: parameters, training tokens, context, measured fp loss."""
-    catalog = ensure_seeded(_use_store(tracking_uri))
+    catalog = ensure_seeded(open_store(tracking_uri))
     if as_json:
         click.echo(json.dumps({"catalog": catalog.reference, "models": [e.to_dict() for e in catalog.entries]},
                               indent=2, default=str))
@@ -43,9 +45,9 @@ def models(tracking_uri, as_json):
 @click.option("--models", "model_names", default="all", show_default=True,
               help="Comma-separated model names, 'measured' or 'all'.")
 @click.option("--formats", "formats_spec", default=DEFAULT_FORMATS, show_default=True)
-@click.option("--methods", default="rtn,gptq", show_default=True)
+@methods_option
 @click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True)
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@tracking_uri_option
 @click.option("--json", "as_json", is_flag=True)
 @friendly_errors
 def pareto(model_names, formats_spec, methods, experiments, tracking_uri, as_json):
@@ -54,11 +56,9 @@ def pareto(model_names, formats_spec, methods, experiments, tracking_uri, as_jso
     from advisor.recommend import mark_pareto
     from pipelines.quantize.formats import parse_formats
 
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
-    if not chosen or set(chosen) - {"rtn", "gptq"}:
-        raise AdvisorError(f"--methods takes rtn, gptq or both (comma-separated), not {methods!r}")
+    chosen = methods
     formats = {f.name: f for f in parse_formats(formats_spec)}
-    client = _use_store(tracking_uri)
+    client = open_store(tracking_uri)
     catalog = ensure_seeded(client, experiments)
     say = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     rows, versions, _ = collect_rows(client, model_names, formats, chosen, MemoryPlan(overhead=0.0),
@@ -80,7 +80,7 @@ def pareto(model_names, formats_spec, methods, experiments, tracking_uri, as_jso
 @click.argument("format_name", metavar="FORMAT")
 @click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True)
 @click.option("--version", "ref", default="champion", show_default=True, help="Predictor alias or version.")
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@tracking_uri_option
 @click.option("--json", "as_json", is_flag=True)
 @friendly_errors
 def explain(model, format_name, experiments, ref, tracking_uri, as_json):
@@ -89,12 +89,12 @@ def explain(model, format_name, experiments, ref, tracking_uri, as_json):
     Per-feature contributions along the trees' decision paths (Saabas), which add up exactly to
     the prediction, and the predictor's global importances (Xu et al. App. D).
     """
-    from registry.feature_table import FEATURES, TableQuery, build_feature_table
-    from registry.predictor_registry import load_predictor
-    from registry.predictor_spec import spec_scale
-    from registry.tree_json import TreeEnsemble
+    from registry.predictor.feature_table import FEATURES, TableQuery, build_feature_table
+    from registry.predictor.registered import load_predictor
+    from registry.predictor.spec import spec_scale
+    from registry.predictor.tree_json import TreeEnsemble
 
-    client = _use_store(tracking_uri)
+    client = open_store(tracking_uri)
     table = build_feature_table(TableQuery(tuple(experiments)), client)
     rows = table[(table["model"] == model) & (table["format"] == format_name)]
     if rows.empty:

@@ -49,8 +49,8 @@ def friendly_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from pipelines.corpus import CorpusError
-        from pipelines.model_source import ModelLoadError
+        from pipelines.sources.corpus import CorpusError
+        from pipelines.sources.model_source import ModelLoadError
 
         try:
             with _quiet_run_links(kwargs.get("as_json")):

@@ -6,8 +6,8 @@ import json
 
 import click
 
+from advisor.options import open_store, tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
-from advisor.registry_commands import TRACKING_HELP, _use_store
 
 
 @click.command("export")
@@ -32,7 +32,7 @@ from advisor.registry_commands import TRACKING_HELP, _use_store
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--register/--no-register", default=True, show_default=True,
               help="Log the export to MLflow and register it as a version named after the base model.")
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@tracking_uri_option
 @click.option("--json", "as_json", is_flag=True, help="Print quantization.json.")
 @friendly_errors
 def export(model, format_name, method, out, gguf_file, dataset, calibration_size, hessians, seq_len, max_windows,
@@ -43,7 +43,7 @@ def export(model, format_name, method, out, gguf_file, dataset, calibration_size
     within 0.5 %, weight bytes) before it is moved into place, and loads with
     optimum's ORTModelForCausalLM.from_pretrained(OUT).
     """
-    from pipelines.corpus import DEFAULT_DATASET
+    from pipelines.sources.corpus import DEFAULT_DATASET
     from pipelines.export.export_model import (ExportConfig, ExportError, ExportInputError, check_destination,
                                                export_quantized)
     from pipelines.quantize.formats import parse_format
@@ -55,7 +55,7 @@ def export(model, format_name, method, out, gguf_file, dataset, calibration_size
         check_destination(Path(out), force)
     except ExportInputError as err:
         raise AdvisorError(str(err)) from None
-    client = _use_store(tracking_uri) if register else None
+    client = open_store(tracking_uri) if register else None
     config = ExportConfig(model=model, format=fmt.name, method=method, out=out, dataset=dataset or DEFAULT_DATASET,
                           gguf_file=gguf_file, calibration_size=calibration_size, hessians=hessians,
                           seq_len=seq_len or None,
@@ -68,7 +68,7 @@ def export(model, format_name, method, out, gguf_file, dataset, calibration_size
     except ExportError as err:
         raise click.ClickException(str(err)) from None  # exit 1: the export did not verify
     if register:
-        from registry.exported_models import register_export
+        from registry.exports.exported_models import register_export
 
         version = register_export(record, out, client=client)
         record["registered"] = f"{version.name}/{version.version}"

@@ -12,7 +12,7 @@ from advisor.errors import AdvisorError, friendly_errors
 
 
 def models_yaml(entry: dict) -> str:
-    """A models-file snippet for `advisor sweep --models-file` (see pipelines.model_set)."""
+    """A models-file snippet for `advisor sweep --models-file` (see pipelines.sources.model_set)."""
     lines = ["models:", f"  - id: {entry['id']}"]
     if entry.get("gguf_file"):
         lines.append(f"    gguf_file: {entry['gguf_file']}")
@@ -52,7 +52,7 @@ def fetch_model(name, out, models_file, as_json):
     checks a stamp. For gemma-3-270m it also writes a model folder with a repaired tokenizer
     (transformers 4.57.6 builds a wrong one from that GGUF). Prints a models-file snippet.
     """
-    from pipelines.offline_models import (OfflineModelError, default_cache, fetch_model as fetch, named_model,
+    from pipelines.sources.offline_models import (OfflineModelError, default_cache, fetch_model as fetch, named_model,
                                           save_repaired_model_dir)
 
     try:

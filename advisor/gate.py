@@ -15,8 +15,8 @@ import time
 
 import click
 
+from advisor.options import open_store, tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
-from advisor.registry_commands import TRACKING_HELP, _use_store
 
 GATE_EXPERIMENT = "ptq-gates"
 LOWER_IS_BETTER = {"nll": True, "delta_nll": True, "bytes": True, "sqnr_db": False}
@@ -45,10 +45,10 @@ def measure_again(client, version) -> float:
     from optimum.onnxruntime import ORTModelForCausalLM
     from transformers import AutoTokenizer
 
-    from pipelines.corpus import load_corpus
+    from pipelines.sources.corpus import load_corpus
     from pipelines.export.export_model import OrtAsTorch, session_options
     from pipelines.measure.nll import evaluate_nll
-    from pipelines.token_windows import evaluation_windows
+    from pipelines.sources.token_windows import evaluation_windows
 
     from pathlib import Path
 
@@ -149,7 +149,7 @@ def record_verdict(client, report: dict, promote: str | None) -> str:
     import mlflow
 
     name, version = report["version"].rsplit("/", 1)
-    from registry.versions import experiment_id
+    from store.experiments import experiment_id
 
     gates = experiment_id(client, GATE_EXPERIMENT, "Release-gate verdicts: one run per check of a version.")
     verdict = "pass" if report["passed"] else "fail"
@@ -185,7 +185,7 @@ def record_verdict(client, report: dict, promote: str | None) -> str:
               help="With --baseline: … by at least this fraction (MLflow min_relative_change).")
 @click.option("--promote", default=None, metavar="ALIAS", help="Move ALIAS (e.g. production) here on pass.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), default=None, help="Write the JSON report.")
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@tracking_uri_option
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @friendly_errors
 def gate(reference, max_nll, max_delta_nll, max_bytes, min_sqnr, require, baseline, max_nll_increase,
@@ -206,7 +206,7 @@ def gate(reference, max_nll, max_delta_nll, max_bytes, min_sqnr, require, baseli
                "improve_abs": min_nll_improvement, "improve_rel": min_nll_improvement_rel}
     if any(v is not None for v in changes.values()) and not baseline:
         raise AdvisorError("--max-nll-increase[-rel] and --min-nll-improvement[-rel] compare with --baseline: give it")
-    client = _use_store(tracking_uri)
+    client = open_store(tracking_uri)
     say = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
     # An allowed increase is a bound (MetricThreshold.threshold = baseline + x); a required
     # improvement is MLflow's own min_absolute_change / min_relative_change semantics.

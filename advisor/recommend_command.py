@@ -1,4 +1,4 @@
-"""`advisor recommend --memory 8GB` and `advisor seed`: the command users came for.
+"""`advisor recommend --memory 8GB`: the command users came for.
 
 No torch or transformers on this path: the registry answers from JSON documents and the
 memory model is arithmetic on the catalog's architecture numbers.
@@ -11,216 +11,19 @@ import sys
 
 import click
 
-from advisor.answer_cache import StoreInputs, cache_enabled, default_uri, normalized_uri, store_stamp
+from advisor.answer_cache import cache_enabled, default_uri, normalized_uri, store_stamp
 from advisor.answer_cache import load as load_cached
+from advisor.candidates import gather_inputs, rows_from_inputs
+from advisor.options import methods_option, open_store, tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
 from advisor.recommendation_log import flush_abandoned, log_run, new_id, payload, spool, start_logger
-from advisor.registry_commands import TRACKING_HELP, _use_store
-from registry.measured_data import DEFAULT_FILE as DEFAULT_MEASURED
+from advisor.seed_command import ensure_seeded
 
 DEFAULT_FORMATS = "xu-mx36,classic-int"
 
 
 def _say(message: str) -> None:
     click.echo(message, err=True)
-
-
-def ensure_seeded(client, experiments=("ptq-sweep",), say=_say):
-    """Seed the published laws and the candidate catalog when the store has none (says so).
-
-    Returns the current catalog, so callers need not load it again.
-    """
-    from registry.catalog import CatalogNotFoundError, load_catalog, refresh_catalog
-    from registry.laws import seed_published_laws
-
-    seeded = seed_published_laws(client)
-    for name, version in seeded.items():
-        say(f"seeded {name}/{version.version} from the published coefficients (Ouyang et al. 2024)")
-    try:
-        return load_catalog("current", client)
-    except CatalogNotFoundError:
-        version = refresh_catalog(client, experiments)
-        say(f"seeded ptq-candidate-catalog/{version.version} from the curated model list"
-            " and the swept models")
-        return load_catalog(str(version.version), client)
-
-
-@click.command()
-@click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
-              help="Sweep experiment(s) whose models are catalogued (repeatable).")
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
-@click.option("--measured-data", default=str(DEFAULT_MEASURED), show_default="the embedded file",
-              help="Measured runs to import (a .json.gz from `bench/study_real.py --export`), or none.")
-@click.option("--fit/--no-fit", default=True, show_default=True,
-              help="Fit and register a loss predictor on the imported runs.")
-@friendly_errors
-def seed(experiments, tracking_uri, measured_data, fit):
-    """Seed the store: published QiD / 16-bit laws, measured reference runs, the candidate catalog.
-
-    The measured runs (real pretrained models and the micro-suite, swept here; see
-    docs/real-model-study.md) come from a versioned data file; importing them is idempotent, and
-    a loss predictor is fitted on them and registered citing the data version.
-    """
-    from registry.catalog import refresh_catalog
-    from registry.laws import seed_published_laws
-
-    data = None if measured_data.lower() == "none" else _measured_file(measured_data)  # checked before any write
-    client = _use_store(tracking_uri)
-    for name, version in seed_published_laws(client).items():
-        click.echo(f"seeded {name}/{version.version} (published coefficients)")
-    if data is not None:
-        _seed_measured(client, data, experiments, fit)
-    version = refresh_catalog(client, experiments)
-    click.echo(f"ptq-candidate-catalog/{version.version} is current")
-
-
-def _measured_file(path: str):
-    """The measured-data file's content, or None (said) when the embedded one is not in this checkout."""
-    from pathlib import Path
-
-    from registry.measured_data import MeasuredDataError, load
-
-    if path == str(DEFAULT_MEASURED) and not Path(path).exists():
-        click.echo("no embedded measured data in this checkout: seeding laws and catalog only")
-        return None
-    try:
-        return load(path)
-    except MeasuredDataError as err:
-        raise AdvisorError(str(err)) from None
-
-
-def _seed_measured(client, data, experiments, fit) -> None:
-    from registry.feature_table import TableQuery, build_feature_table
-    from registry.measured_data import ZOO_EXPERIMENT, import_runs
-    from registry.predictor_evaluation import evaluate_recipe
-    from registry.predictor_registry import register_evaluation
-
-    counts = import_runs(client, data)
-    click.echo(f"measured data {data['data_version']} ({data['models']} models, {data['variants']} variants): "
-               f"imported {counts['models']} model runs and {counts['variants']} variant runs, "
-               f"{counts['skipped']} already here")
-    if not fit or not (counts["variants"] or not _has_champion(client)):
-        return
-    present = [e for e in dict.fromkeys((*experiments, ZOO_EXPERIMENT)) if client.get_experiment_by_name(e)]
-    query = TableQuery(tuple(present))
-    table = build_feature_table(query, client)
-    # Three targets, champion by held-out MAE: relative to NLL_fp is the paper's; relative to NLL_rtn
-    # anchors predictions to the measured RTN loss, which holds up on a model that loses far more
-    # than any training model; the share of RTN's loss increase left after GPTQ also scales with it
-    # (docs/real-model-study.md: on the shipped data its LOFO MAE is a quarter of the others')
-    for base in ("nll_fp", "nll_rtn", "rtn_fraction"):
-        try:
-            evaluation = evaluate_recipe({"kind": "rf", "base": base, "seed": 0}, table, (), 0.1)
-        except ValueError as err:  # e.g. a single model family: nothing to hold out
-            click.echo(f"no loss predictor fitted on it: {err}")
-            return
-        version, decision = register_evaluation(evaluation, table, query, client=client,
-                                                data_version=data["data_version"])
-        click.echo(f"{version.name}/{version.version} (rf, base {base}) fitted on {evaluation.train_rows} rows "
-                   f"(measured data {data['data_version']}): {decision}")
-
-
-def _has_champion(client) -> bool:
-    from registry.predictor_registry import CHAMPION, PREDICTOR
-
-    try:
-        client.get_model_version_by_alias(PREDICTOR, CHAMPION)
-        return True
-    except Exception:
-        return False
-
-
-def _measured_table(client, experiments):
-    """(the sweep feature table or None, a note when there is none)."""
-    from registry.feature_table import FeatureTableError, TableQuery, build_feature_table
-
-    try:
-        return build_feature_table(TableQuery(tuple(experiments)), client), None
-    except FeatureTableError as err:
-        return None, f"note: no measured candidates ({err})"
-
-
-def gather_inputs(client, experiments, catalog=None) -> StoreInputs:
-    """Everything a recommendation reads from the store: catalog, measured table, predictor, laws.
-
-    `catalog`: the current catalog if the caller has it (else it is loaded).
-    """
-    from registry.api import load_champion, load_current_law
-    from registry.catalog import load_catalog
-    from registry.laws import LawNotFoundError
-    from registry.predictor_registry import PredictorNotFoundError
-
-    table, note = _measured_table(client, experiments)
-    predictor = predictor_error = None
-    if table is not None and not table.empty:
-        try:
-            predictor = load_champion(client)
-        except PredictorNotFoundError as err:
-            predictor_error = str(err)
-    laws = {}
-    for name in ("qid-law", "loss16-law"):
-        try:
-            laws[name] = load_current_law(name, client=client)
-        except LawNotFoundError as err:
-            laws[name] = str(err)
-    return StoreInputs(catalog or load_catalog("current", client), table, note, predictor, predictor_error,
-                       laws["qid-law"], laws["loss16-law"])
-
-
-def rows_from_inputs(inputs: StoreInputs, models: str, formats: dict, methods, plan, say):
-    """Every candidate row for `models` ('all', 'measured' or names) × formats × methods.
-
-    Returns (rows, {registered model: version used}, [notes on skipped candidates]).
-    """
-    from advisor.recommend import catalog_rows, measured_rows
-
-    chosen, table, catalog = methods, inputs.table, inputs.catalog
-    if inputs.table_note:
-        say(inputs.table_note)
-    measured_names = set() if table is None else set(table["model"])
-    wanted = None if models in ("all", "measured") else {m.strip() for m in models.split(",") if m.strip()}
-    known = measured_names | {e.name for e in catalog.entries}
-    if wanted and wanted - known:
-        import difflib
-
-        bad = sorted(wanted - known)[0]
-        close = difflib.get_close_matches(bad, sorted(known), n=3)
-        raise AdvisorError(f"unknown model {bad!r}" + (f"; did you mean {', '.join(close)}?" if close else
-                                                       "; see `advisor models`"))
-    if models == "measured" and not measured_names:
-        raise AdvisorError("--models measured, but no sweep runs were found: run `advisor sweep` first")
-    rows, versions, notes = [], {"ptq-candidate-catalog": catalog.version}, []
-    if table is not None:
-        table = table[table["model"].isin(wanted)] if wanted else table
-        predictor = None
-        if "gptq" in chosen and not table.empty:
-            if inputs.predictor is None:
-                raise AdvisorError(f"{inputs.predictor_error}, or use --methods rtn")
-            predictor = inputs.predictor
-            versions[predictor.name] = predictor.version
-            if predictor.spec.get("data_version"):  # fitted on the embedded measured data
-                versions["measured-data"] = predictor.spec["data_version"]
-        rows += measured_rows(table, formats, chosen, plan, predictor)
-        if any(r.source == "predictor" and r.nll != r.nll for r in rows):
-            raise AdvisorError("the loss predictor returned NaN for some candidates: refit it "
-                               "(`advisor fit-predictor`) on runs that log every feature")
-    if models != "measured":
-        qid, loss16 = inputs.qid, inputs.loss16
-        for law in (qid, loss16):
-            if isinstance(law, str):
-                raise AdvisorError(law)
-        versions |= {qid.name: qid.version, loss16.name: loss16.version}
-        entries = [e for e in catalog.entries if e.name not in measured_names and (not wanted or e.name in wanted)]
-        more, skipped = catalog_rows(entries, formats, chosen, plan, qid, loss16,
-                                     f"ptq-candidate-catalog/{catalog.version}")
-        rows += more
-        notes += skipped
-    return rows, versions, notes
-
-
-def collect_rows(client, models: str, formats: dict, methods, plan, experiments, say, catalog=None):
-    """Every candidate row, read from the store (see `rows_from_inputs`)."""
-    return rows_from_inputs(gather_inputs(client, experiments, catalog), models, formats, methods, plan, say)
 
 
 @click.command()
@@ -230,7 +33,7 @@ def collect_rows(client, models: str, formats: dict, methods, plan, experiments,
               help="Comma-separated model names, 'measured' (swept models only) or 'all'.")
 @click.option("--formats", "formats_spec", default=DEFAULT_FORMATS, show_default=True,
               help="Formats and/or presets (see `advisor formats`).")
-@click.option("--methods", default="rtn,gptq", show_default=True, help="rtn, gptq or both.")
+@methods_option
 @click.option("--context", type=click.IntRange(0), default=0, show_default=True,
               help="Tokens of KV cache per sequence to count; 0 = weights only.")
 @click.option("--batch", type=click.IntRange(1), default=None, help="Sequences in the KV cache [default: 1].")
@@ -248,7 +51,7 @@ def collect_rows(client, models: str, formats: dict, methods, plan, experiments,
               help="Export the winner to this folder as low-bit ONNX (see `advisor export`).")
 @click.option("--dataset", default=None,
               help="With --export: calibration / verification text [default: the sweep's dataset].")
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@tracking_uri_option
 @click.option("--json", "as_json", is_flag=True, help="The recommendation as JSON (schema in README).")
 @friendly_errors
 def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bits, overhead, max_delta_nll,
@@ -269,9 +72,7 @@ def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bit
         raise AdvisorError(str(err)) from None
     if not context and (batch is not None or kv_bits is not None):
         raise AdvisorError("--batch and --kv-bits size the KV cache: give --context too")
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
-    if not chosen or set(chosen) - {"rtn", "gptq"}:
-        raise AdvisorError(f"--methods takes rtn, gptq or both (comma-separated), not {methods!r}")
+    chosen = methods
     formats = {f.name: f for f in parse_formats(formats_spec)}
     plan = MemoryPlan(context=context, batch=batch or 1, kv_bits=int(kv_bits or 16), overhead=overhead)
     say = (lambda message: None) if as_json else _say
@@ -279,7 +80,7 @@ def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bit
     inputs = None if export_dir or not cache_enabled() else load_cached(uri, experiments)
     client = None
     if inputs is None:  # the store itself (a first answer, a changed store, a server, or --export)
-        client = _use_store(tracking_uri)
+        client = open_store(tracking_uri)
         inputs = gather_inputs(client, experiments, ensure_seeded(client, experiments, say=_say))
     rows, versions, notes = rows_from_inputs(inputs, models, formats, chosen, plan, say)
     mark_pareto(rows)
@@ -312,9 +113,9 @@ def _export_winner(row, report, out, dataset, client, say) -> dict:
     import json as _json
     from pathlib import Path
 
-    from pipelines.corpus import DEFAULT_DATASET
+    from pipelines.sources.corpus import DEFAULT_DATASET
     from pipelines.export.export_model import ExportConfig, ExportError, ExportInputError, export_quantized
-    from registry.exported_models import register_export
+    from registry.exports.exported_models import register_export
 
     if row.method == "none":
         raise AdvisorError(f"the winner is {row.model} unquantized (fp16): nothing to quantize; "

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from advisor.answer_cache import cache_root
+from advisor.answer_cache import answers_dir
 
 RECOMMENDATION_EXPERIMENT = "ptq-recommendations"
 ID_TAG = "ptq.recommendation_id"
@@ -29,7 +29,7 @@ def new_id() -> str:
 
 
 def spool_dir() -> Path:
-    return cache_root() / "spool"
+    return answers_dir() / "spool"
 
 
 def payload(budget, plan, inputs: dict, versions: dict, rows: list, winner: dict | None, rec_id: str) -> dict:
@@ -48,7 +48,7 @@ def log_run(record: dict, client=None) -> str:
     """
     import mlflow
 
-    from registry.versions import experiment_id
+    from store.experiments import experiment_id
 
     client = client or mlflow.MlflowClient()
     experiment = experiment_id(client, RECOMMENDATION_EXPERIMENT, "Every recommendation: inputs, registry "
@@ -108,7 +108,7 @@ def flush(paths, client=None) -> list[str]:
 
 
 def _lock_file():
-    path = cache_root() / "logger.lock"
+    path = answers_dir() / "logger.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     return open(path, "w")
 
@@ -128,7 +128,7 @@ def flush_abandoned(uri: str, client) -> list[str]:
 
 def start_logger(uri: str, experiments) -> None:
     """Start the detached logger for `uri` (it outlives this process; output to logger.log)."""
-    log = cache_root() / "logger.log"
+    log = answers_dir() / "logger.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
         subprocess.Popen([sys.executable, "-m", "advisor.recommendation_log", uri, *experiments],
@@ -139,8 +139,8 @@ def start_logger(uri: str, experiments) -> None:
 def main(argv=None) -> int:
     """Log the spooled recommendations of a store, then refresh its answer cache."""
     from advisor.answer_cache import refresh
-    from advisor.recommend_command import gather_inputs
-    from pipelines.tracking import use_store
+    from advisor.candidates import gather_inputs
+    from store.keys import use_store
 
     import mlflow
 

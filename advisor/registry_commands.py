@@ -6,28 +6,8 @@ import json
 
 import click
 
+from advisor.options import open_store, tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
-
-TRACKING_HELP = "MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]."
-
-
-def _use_store(tracking_uri):
-    import logging
-
-    import mlflow
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # the CLI reports what matters itself
-    from pipelines.sweep import TrackingError, check_tracking_server
-    from pipelines.tracking import use_store
-
-    if tracking_uri:
-        use_store(tracking_uri)
-    try:
-        check_tracking_server(mlflow.get_tracking_uri())
-    except TrackingError as err:
-        raise AdvisorError(str(err)) from None
-    return mlflow.MlflowClient()
-
 
 def sweep_data_options(command):
     """--experiment / --family / --seed / --tracking-uri: which sweep runs a fit learns from."""
@@ -36,7 +16,7 @@ def sweep_data_options(command):
                      help="Sweep experiment(s) whose runs are the training data (repeatable)."),
         click.option("--family", "families", multiple=True, help="Only these model families (repeatable)."),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--tracking-uri", default=None, help=TRACKING_HELP),
+        tracking_uri_option,
     ]):
         command = option(command)
     return command
@@ -65,11 +45,11 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
     Every fit is judged leave-one-family-out; the champion alias moves only when the new version
     beats it on the same held-out evaluation, otherwise the new version becomes the challenger.
     """
-    from registry.feature_table import TableQuery, build_feature_table
-    from registry.predictor_evaluation import evaluate_recipe
-    from registry.predictor_registry import register_evaluation
+    from registry.predictor.feature_table import TableQuery, build_feature_table
+    from registry.predictor.evaluation import evaluate_recipe
+    from registry.predictor.registered import register_evaluation
 
-    client = _use_store(tracking_uri)
+    client = open_store(tracking_uri)
     query = TableQuery(tuple(experiments), tuple(families), dataset_digest)
     table = build_feature_table(query, client)
     results = []
@@ -111,11 +91,11 @@ def fit_qid(experiments, families, bootstrap, seed, tracking_uri, max_bits, curr
     """
     import warnings
 
-    from registry.feature_table import TableQuery, build_feature_table, qid_table
-    from registry.laws import QID_LAW, register_qid_fit, seed_published_laws
-    from registry.scaling_laws import fit_qid_from_table
+    from registry.predictor.feature_table import TableQuery, build_feature_table, qid_table
+    from registry.laws.registered import QID_LAW, register_qid_fit, seed_published_laws
+    from registry.laws.fitting import fit_qid_from_table
 
-    client = _use_store(tracking_uri)
+    client = open_store(tracking_uri)
     rows = qid_table(build_feature_table(TableQuery(tuple(experiments), tuple(families)), client))
     if rows.empty:
         raise AdvisorError("no swept model states its training tokens: give train_tokens in the "
@@ -156,14 +136,14 @@ def registry():
 
 @registry.command("versions")
 @click.argument("name", default="ptq-loss-predictor")
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@tracking_uri_option
 @click.option("--json", "as_json", is_flag=True)
 @friendly_errors
 def versions(name, tracking_uri, as_json):
     """Versions of registered model NAME, newest first, with aliases and headline tags."""
     from registry.api import list_versions
 
-    rows = list_versions(name, _use_store(tracking_uri))
+    rows = list_versions(name, open_store(tracking_uri))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -174,7 +154,7 @@ def versions(name, tracking_uri, as_json):
 
 @registry.command("lineage")
 @click.argument("reference")
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@tracking_uri_option
 @click.option("--json", "as_json", is_flag=True)
 @friendly_errors
 def lineage(reference, tracking_uri, as_json):
@@ -182,7 +162,7 @@ def lineage(reference, tracking_uri, as_json):
     from registry.lineage import version_lineage
     from registry.versions import parse_reference
 
-    client = _use_store(tracking_uri)
+    client = open_store(tracking_uri)
     name, ref = parse_reference(reference)
     info = version_lineage(client, name, ref)
     if as_json:

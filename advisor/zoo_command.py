@@ -6,9 +6,9 @@ import json
 
 import click
 
+from advisor.options import tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
-from advisor.registry_commands import TRACKING_HELP
-from pipelines.zoo_presets import PRESETS, tokens_label
+from pipelines.zoo.presets import PRESETS, tokens_label
 
 
 def _preset_help() -> str:
@@ -26,7 +26,7 @@ def _preset_help() -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Initialisation and data order of every size.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
 @click.option("--experiment", default="ptq-zoo", show_default=True, help="MLflow experiment of the checkpoints.")
-@click.option("--tracking-uri", default=None, help=TRACKING_HELP)
+@tracking_uri_option
 @click.option("--json", "as_json", is_flag=True, help="Print the checkpoints (N, D, losses, run ids) as JSON.")
 @friendly_errors
 def zoo(preset, out, dataset, seed, device, experiment, tracking_uri, as_json):
@@ -37,8 +37,8 @@ def zoo(preset, out, dataset, seed, device, experiment, tracking_uri, as_json):
     trained elsewhere (e.g. `--preset gpu` on a CUDA machine) is brought in by running this on
     its folder. Then sweep it: `advisor sweep --models-file OUT/PRESET/models.yaml --formats qid`.
     """
-    from pipelines.tracking import use_store
-    from pipelines.zoo import ZooConfig, run_zoo
+    from store.keys import use_store
+    from pipelines.zoo.suite import ZooConfig, run_zoo
 
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise AdvisorError(f"--device takes auto, cpu or cuda[:N], not {device!r}")

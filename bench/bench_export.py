@@ -31,7 +31,7 @@ WORK = ROOT / "bench" / ".work" / "export"
 def fp32_export(model: str, gguf_file: str | None, out: Path) -> None:
     from optimum.exporters.onnx import main_export
 
-    from pipelines.model_source import load_model
+    from pipelines.sources.model_source import load_model
 
     if (out / "model.onnx").exists():
         return
@@ -75,10 +75,10 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from pipelines.corpus import load_corpus
+    from pipelines.sources.corpus import load_corpus
     from pipelines.export.export_model import ExportConfig, export_quantized
-    from pipelines.model_source import load_model
-    from pipelines.token_windows import evaluation_windows
+    from pipelines.sources.model_source import load_model
+    from pipelines.sources.token_windows import evaluation_windows
 
     WORK.mkdir(parents=True, exist_ok=True)
     fp32 = WORK / "fp32"
@@ -97,7 +97,7 @@ def main() -> None:
         fused = timings(low, False, threads, ids)
         rows.append((threads, base, exact, fused))
     size_fp32 = (fp32 / "model.onnx").stat().st_size
-    lines = [f"## Exported ONNX throughput (`bench/bench_export.py`)", "", f"Machine: {machine()}.", "",
+    lines = ["## Exported ONNX throughput (`bench/bench_export.py`)", "", f"Machine: {machine()}.", "",
              f"Command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
              f"Model: `{args.model}`{' / ' + args.gguf_file if args.gguf_file else ''}; {args.format} RTN export: "
              f"{record['onnx_file_bytes'] / 1e6:.1f} MB file vs {size_fp32 / 1e6:.1f} MB fp32 export; quantized "

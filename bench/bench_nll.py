@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.results_file import machine, write_section  # noqa: E402
-from pipelines.corpus import load_corpus  # noqa: E402
+from pipelines.sources.corpus import load_corpus  # noqa: E402
 from pipelines.measure.nll import evaluate_nll  # noqa: E402
-from pipelines.model_source import load_model  # noqa: E402
-from pipelines.tiny_model import ensure_tiny_model, python_docs_text  # noqa: E402
-from pipelines.token_windows import evaluation_windows  # noqa: E402
+from pipelines.sources.model_source import load_model  # noqa: E402
+from pipelines.sources.tiny_model import ensure_tiny_model, python_docs_text  # noqa: E402
+from pipelines.sources.token_windows import evaluation_windows  # noqa: E402
 
 
 def wall(fn, repeats):

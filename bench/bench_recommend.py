@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from bench.results_file import machine, write_section  # noqa: E402
-from pipelines.tracking import use_store  # noqa: E402
+from store.keys import use_store  # noqa: E402
 
 WORK = ROOT / "bench" / ".work" / "recommend"
 FORMATS = ("mxint3_32", "mxint4_32", "mxint4_128", "mxfp4_e2m1_32", "mxint6_32", "int3_g128", "int4_chan",
@@ -38,9 +38,11 @@ FORMATS = ("mxint3_32", "mxint4_32", "mxint4_128", "mxfp4_e2m1_32", "mxint6_32",
 
 
 def build_sweep(uri: str) -> None:
-    from pipelines.model_set import ModelEntry
-    from pipelines.sweep import SweepConfig, run_sweep
-    from pipelines.tiny_model import TinySpec, ensure_tiny_model, python_docs_text
+    from pipelines.sources.model_set import ModelEntry
+    from pipelines.sweep.config import SweepConfig
+    from pipelines.sweep.runner import run_sweep
+    from registry.catalog.entries import grow_catalog
+    from pipelines.sources.tiny_model import TinySpec, ensure_tiny_model, python_docs_text
 
     text = python_docs_text()
     models = WORK / "models"
@@ -56,7 +58,9 @@ def build_sweep(uri: str) -> None:
     corpus.write_text(text, encoding="utf-8")
     config = SweepConfig(models=tuple(entries), formats=FORMATS, dataset=str(corpus), experiment="ptq-sweep",
                          seq_len=128, max_windows=16, calibration_size=16, landscape_step_db=0)
-    run_sweep(config, uri, say=lambda m: print(f"  {m}", file=sys.stderr))
+    say = lambda m: print(f"  {m}", file=sys.stderr)  # noqa: E731
+    run_sweep(config, uri, say=say)
+    grow_catalog([config.experiment], say)
 
 
 def advisor(*args, uri: str) -> subprocess.CompletedProcess:
@@ -71,10 +75,10 @@ def regret(uri: str) -> dict:
 
     from advisor.memory import MemoryPlan, parse_memory
     from advisor.recommend import NothingFits, choose
-    from advisor.recommend_command import collect_rows
+    from advisor.candidates import collect_rows
     from pipelines.quantize.formats import parse_formats
     from registry.api import load_current_law
-    from registry.feature_table import build_feature_table
+    from registry.predictor.feature_table import build_feature_table
 
     use_store(uri)
     client = mlflow.MlflowClient()
@@ -177,12 +181,11 @@ def main() -> None:
     advisor("seed", "--measured-data", "none", uri=uri)
     result = regret(uri)
     lat = latency(uri)
-    from registry.catalog import load_catalog
-    import mlflow
+    from registry.catalog.entries import load_catalog
 
     use_store(uri)
     n_models = len(load_catalog("current").entries)
-    lines = [f"## Loss predictor and recommend (`bench/bench_recommend.py`)", "",
+    lines = ["## Loss predictor and recommend (`bench/bench_recommend.py`)", "",
              f"Machine: {machine()}.", "",
              f"Command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
              "Data: 8 locally trained tiny models (Llama and GPT-2 architectures = two families; hidden 48–128) "

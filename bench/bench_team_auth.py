@@ -56,7 +56,7 @@ def main() -> None:
         "## Team server: authenticated request latency (`bench/bench_team_auth.py`)", "",
         f"Machine: {machine()}. team/tracking-server.sh with 2 workers, PostgreSQL, basic auth; "
         f"{args.requests} `get_experiment` calls as admin per setting, one fresh server each.", "",
-        f"Command: `python bench/bench_team_auth.py --write bench/RESULTS.md`", "",
+        "Command: `python bench/bench_team_auth.py --write bench/RESULTS.md`", "",
         "| PTQ_AUTH_CACHE_TTL (s) | median request s | total s | median vs no cache |",
         "|---|---|---|---|",
         *(f"| {ttl} | {median:.3f} | {total:.2f} | {median / base:.2f}x |" for ttl, median, total in rows)])

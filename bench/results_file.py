@@ -15,7 +15,7 @@ HEADER = ("# Benchmark results\n\nWritten by the scripts in `bench/` (`make benc
 
 def machine() -> str:
     """CPU model, logical cores, OS and the date, for a results header."""
-    from pipelines.machine import cpu_name
+    from pipelines.sweep.machine import cpu_name
 
     today = datetime.date.today().isoformat()
     return f"{cpu_name()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}, {today}"

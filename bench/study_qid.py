@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from bench.results_file import machine, write_section  # noqa: E402
-from registry.published_laws import PUBLISHED_QID  # noqa: E402
+from registry.laws.published import PUBLISHED_QID  # noqa: E402
 
 COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
 
@@ -38,7 +38,7 @@ def training_rows(client, family: str):
 
 
 def fit_laws(qid, max_bits: int, n_bootstrap: int):
-    from registry.scaling_laws import fit_qid_from_table
+    from registry.laws.fitting import fit_qid_from_table
 
     with warnings.catch_warnings(record=True) as skipped:
         warnings.simplefilter("always")
@@ -161,9 +161,9 @@ def main(argv=None):
     matplotlib.use("Agg")
     import mlflow
 
-    from pipelines.tracking import use_store
-    from registry.feature_table import TableQuery, build_feature_table, qid_table
-    from registry.versions import experiment_id
+    from store.keys import use_store
+    from registry.predictor.feature_table import TableQuery, build_feature_table, qid_table
+    from store.experiments import experiment_id
 
     use_store(args.tracking_uri)
     client = mlflow.MlflowClient()

@@ -48,10 +48,10 @@ def held_out_predictions(table, family: str):
     """Predictions for `family`'s rows by every chooser fitted without it; DataFrame."""
     import numpy as np
 
-    from registry.feature_table import TARGET, qid_table
-    from registry.loss_predictor import LossPredictor
-    from registry.scaling_laws import fit_qid_from_table
-    from registry.law_formulas import predict_qid
+    from registry.predictor.feature_table import TARGET, qid_table
+    from registry.predictor.loss_predictor import LossPredictor
+    from registry.laws.fitting import fit_qid_from_table
+    from registry.laws.formulas import predict_qid
 
     train, test = table[table["model_family"] != family], table[table["model_family"] == family].copy()
     for kind in ("rf", "xgb"):
@@ -86,7 +86,7 @@ COLUMN = {c: "nll_rtn_chooser" if c == "nll_rtn" else c for c in CHOOSERS}
 def metrics(pred, observed) -> dict:
     import numpy as np
 
-    from registry.predictor_evaluation import regression_metrics
+    from registry.predictor.evaluation import regression_metrics
 
     ok = np.isfinite(pred)
     if ok.sum() < 3:
@@ -160,7 +160,7 @@ def deployed_chooser(client) -> str | None:
     """The chooser that `advisor seed` made champion (kind + base of ptq-loss-predictor@champion)."""
     from mlflow.exceptions import MlflowException
 
-    from registry.predictor_registry import PREDICTOR
+    from registry.predictor.registered import PREDICTOR
 
     try:
         recipe = json.loads(client.get_model_version_by_alias(PREDICTOR, "champion").tags.get("recipe", "{}"))
@@ -391,8 +391,8 @@ def plot_pareto(table, path: Path):
 def plot_importances(table, path: Path):
     import matplotlib.pyplot as plt
 
-    from registry.feature_table import FEATURES, TARGET
-    from registry.loss_predictor import LossPredictor
+    from registry.predictor.feature_table import FEATURES, TARGET
+    from registry.predictor.loss_predictor import LossPredictor
 
     rf = LossPredictor(kind="rf").fit(table, table[TARGET])
     order = sorted(zip(rf.regressor_.feature_importances_, FEATURES))
@@ -424,9 +424,9 @@ def main(argv=None):
     import pandas as pd
 
     matplotlib.use("Agg")
-    from pipelines.tracking import use_store
-    from registry.feature_table import TableQuery, build_feature_table
-    from registry.versions import experiment_id
+    from store.keys import use_store
+    from registry.predictor.feature_table import TableQuery, build_feature_table
+    from store.experiments import experiment_id
 
     use_store(args.tracking_uri)
     client = mlflow.MlflowClient()

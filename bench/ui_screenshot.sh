@@ -12,9 +12,9 @@ export MLFLOW_DISABLE_TELEMETRY=true PTQ_ADVISOR_CACHE="${PTQ_ADVISOR_CACHE:-$PW
 store="sqlite:///$work/mlflow.db"
 bin=.venv/bin
 python_docs="$work/python-docs.txt"
-$bin/python -c "from pipelines.tiny_model import python_docs_text; open('$python_docs','w').write(python_docs_text())"
+$bin/python -c "from pipelines.sources.tiny_model import python_docs_text; open('$python_docs','w').write(python_docs_text())"
 model="$($bin/python -c "
-from pipelines.corpus import load_corpus; from pipelines.tiny_model import ensure_tiny_model
+from pipelines.sources.corpus import load_corpus; from pipelines.sources.tiny_model import ensure_tiny_model
 print(ensure_tiny_model('$PTQ_ADVISOR_CACHE', text=load_corpus('$python_docs').train))")"
 $bin/advisor sweep --models "$model" --formats mxint4_32,mxfp4_e2m1_32,int4_g128 \
   --dataset "$python_docs" --tracking-uri "$store" --experiment ui-demo --max-windows 4 \

@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.catalog import Catalog, load_catalog
+from registry.catalog.entries import Catalog, load_catalog
 from registry.lineage import version_lineage
-from registry.predictor_registry import PREDICTOR, LoadedPredictor, load_predictor
+from registry.predictor.registered import PREDICTOR, LoadedPredictor, load_predictor
 from registry.versions import VersionNotFoundError, resolve_version
 
 __all__ = ["Law", "load_current_law", "load_champion", "load_catalog", "Catalog", "list_versions",
@@ -29,7 +29,7 @@ class Law:
 
     def predict(self, frame):
         """QiD: DataFrame delta_nll, law_key (nats/token); 16-bit: loss16 (nats/token)."""
-        from registry.law_formulas import predict_loss16, predict_qid
+        from registry.laws.formulas import predict_loss16, predict_qid
 
         if self.config["kind"] == "qid-law":
             return predict_qid(self.config["fits"], frame)
@@ -44,7 +44,7 @@ def load_current_law(name: str, ref: str = "current", client=None) -> Law:
     """The law version `ref` of `name` ('qid-law' or 'loss16-law') from its logged law.json."""
     import mlflow
 
-    from registry.laws import LawNotFoundError
+    from registry.laws.registered import LawNotFoundError
 
     client = client or mlflow.MlflowClient()
     try:

@@ -139,7 +139,7 @@ def _finished_keys(client, experiment_id) -> dict:
 
 def import_runs(client, data: dict, say=lambda message: None) -> dict:
     """Recreate the file's runs in their experiments; {"models": n, "variants": n, "skipped": n}."""
-    from registry.versions import experiment_id as ensure_experiment
+    from store.experiments import experiment_id as ensure_experiment
 
     version, counts, keys = data["data_version"], {"models": 0, "variants": 0, "skipped": 0}, {}
     for model in data["runs"]:

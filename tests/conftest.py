@@ -6,7 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never need the hub: fa
 import pytest
 import torch
 
-from pipelines.tiny_model import TinySpec, build_model, ensure_tiny_model, python_docs_text, train_tokenizer
+from pipelines.sources.tiny_model import TinySpec, build_model, ensure_tiny_model, python_docs_text, train_tokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -112,8 +112,10 @@ def sweep_store(tmp_path_factory, trained_model_dir, docs_text, _migrated_store)
     """
     import shutil
 
-    from pipelines.model_set import ModelEntry
-    from pipelines.sweep import SweepConfig, run_sweep
+    from pipelines.sources.model_set import ModelEntry
+    from pipelines.sweep.config import SweepConfig
+    from pipelines.sweep.runner import run_sweep
+    from registry.catalog.entries import grow_catalog
 
     root = tmp_path_factory.mktemp("sweep")
     models = root / "models"
@@ -134,6 +136,7 @@ def sweep_store(tmp_path_factory, trained_model_dir, docs_text, _migrated_store)
                          seq_len=64, max_windows=3, calibration_size=4, damp=0.01, landscape_step_db=0)
     messages = []
     run_sweep(config, f"sqlite:///{path}", say=messages.append)
+    grow_catalog([config.experiment], messages.append)
     assert not [m for m in messages if m.startswith("note:")], messages
     return path
 

@@ -1,6 +1,6 @@
 """Architecture numbers read from transformers configs, and the parameter split they imply."""
 
-from pipelines.architecture import architecture, embedding_params, non_embedding_params
+from pipelines.sources.architecture import architecture, embedding_params, non_embedding_params
 from pipelines.quantize.rtn import count_params
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from registry.catalog import (CATALOG, CURRENT, CatalogEntry, CatalogError, CatalogNotFoundError, SEED_PATH,
+from registry.catalog.entries import (CATALOG, CURRENT, CatalogEntry, CatalogError, CatalogNotFoundError, SEED_PATH,
                               architecture_param_counts, content_digest, entries_from_runs, kv_cache_bytes,
                               load_catalog, load_seed, merge, register_catalog)
 
@@ -46,7 +46,7 @@ def test_parameter_counts_follow_from_the_architecture(seed):
 
 @pytest.mark.parametrize("fixture, architecture", [("tiny_llama", "llama"), ("tiny_gpt2", "gpt2")])
 def test_the_formulas_count_what_a_real_model_holds(request, fixture, architecture):
-    from pipelines.architecture import architecture as facts_of, non_embedding_params
+    from pipelines.sources.architecture import architecture as facts_of, non_embedding_params
     from pipelines.quantize.rtn import count_params, find_weights
 
     model = request.getfixturevalue(fixture)
@@ -112,7 +112,7 @@ def test_a_broken_seed_entry_is_named(tmp_path, change, expected):
 
 
 def test_the_catalog_module_imports_without_mlflow_or_torch():
-    code = ("import sys, registry.catalog as c; c.load_seed(); "
+    code = ("import sys, registry.catalog.entries as c; c.load_seed(); "
             "print(sorted(m for m in ('mlflow', 'torch', 'transformers', 'pandas') if m in sys.modules))")
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from pipelines.corpus import CorpusError, load_corpus
-from pipelines.model_source import ModelLoadError, load_model, resolve
+from pipelines.sources.corpus import CorpusError, load_corpus
+from pipelines.sources.model_source import ModelLoadError, load_model, resolve
 
 
 def test_local_file_splits_at_a_line_boundary(tmp_path):

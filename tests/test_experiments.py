@@ -4,7 +4,7 @@ import multiprocessing
 
 from mlflow import MlflowClient
 
-from registry.versions import artifact_location, experiment_id
+from store.experiments import artifact_location, experiment_id
 
 
 def test_artifact_locations_are_chosen_only_for_sqlite_files(tmp_path):

@@ -98,7 +98,7 @@ def test_errors_fail_closed_with_exit_2(store):
     client.delete_model_version_tag(store, "2", "sqnr_db")
     client.set_model_version_tag(store, "1", "nll_measured", "nan")
     cases = {
-        (f"{store}/9", "--max-nll", "100"): f"has no version 9",
+        (f"{store}/9", "--max-nll", "100"): "has no version 9",
         (f"{store}@production", "--max-nll", "100"): "has no alias 'production'",
         ("nonsense", "--max-nll", "100"): "is not a model version",
         (f"{store}/2", "--min-sqnr", "1"): "metric sqnr_db is missing or NaN",

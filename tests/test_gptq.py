@@ -6,7 +6,7 @@ from pipelines.quantize.gptq import HessianAccumulator, gptq_layer, gptq_quantiz
 from pipelines.quantize.gptq_model import apply_gptq
 from pipelines.quantize.group_quantizer import GroupQuantizer
 from pipelines.quantize.rtn import WeightBackup, find_weights, quantize_weight
-from pipelines.token_windows import calibration_windows
+from pipelines.sources.token_windows import calibration_windows
 
 FAMILIES = ["mxint4_32", "mxint3_16", "mxfp4_e2m1_32", "mxfp6_e3m2_64", "int4_chan", "int3_g32",
             "int4_tens"]
@@ -88,7 +88,7 @@ def test_singular_hessian_gets_more_damping():
 
 @pytest.mark.parametrize("hessians", ["fp", "sequential"])
 def test_model_gptq_beats_rtn_on_calibration_outputs(trained_model_dir, docs_text, hessians):
-    from pipelines.model_source import load_model
+    from pipelines.sources.model_source import load_model
 
     model, tok, _ = load_model(str(trained_model_dir))
     cal = calibration_windows(tok, docs_text[:200000], 64, n=16, seed=0)

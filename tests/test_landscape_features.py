@@ -3,17 +3,17 @@ import math
 import pytest
 import torch
 
-from pipelines.features import FeatureSettings, measure_variant
-from pipelines.landscape import Landscape, difference_direction, random_direction, weight_norm
+from pipelines.measure.features import FeatureSettings, measure_variant
+from pipelines.measure.landscape import Landscape, difference_direction, random_direction, weight_norm
 from pipelines.measure.nll import evaluate_nll
 from pipelines.quantize.formats import parse_format
 from pipelines.quantize.rtn import find_weights, quantize_weight, rtn_quantized
-from pipelines.token_windows import calibration_windows, evaluation_windows
+from pipelines.sources.token_windows import calibration_windows, evaluation_windows
 
 
 @pytest.fixture(scope="module")
 def setup(trained_model_dir, docs_text):
-    from pipelines.model_source import load_model
+    from pipelines.sources.model_source import load_model
 
     model, tok, _ = load_model(str(trained_model_dir))
     windows = evaluation_windows(tok, docs_text[-60000:], 64, max_windows=8)

@@ -7,9 +7,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from registry.feature_table import FEATURES, FeatureTableError, TableQuery, build_feature_table
-from registry.predictor_evaluation import evaluate_recipe
-from registry.predictor_registry import (PREDICTOR, PredictorNotFoundError, load_predictor,
+from registry.predictor.feature_table import FEATURES, FeatureTableError, TableQuery, build_feature_table
+from registry.predictor.evaluation import evaluate_recipe
+from registry.predictor.registered import (PREDICTOR, PredictorNotFoundError, load_predictor,
                                          register_evaluation)
 
 from tests.conftest import SWEEP_FORMATS
@@ -105,8 +105,8 @@ def test_no_champion_is_a_clear_error(tracking_uri):
 def test_trees_as_json_predict_like_the_library_and_explain_additively(kind):
     import pandas as pd
 
-    from registry.loss_predictor import LossPredictor
-    from registry.tree_json import TreeEnsemble, ensemble_to_json
+    from registry.predictor.loss_predictor import LossPredictor
+    from registry.predictor.tree_json import TreeEnsemble, ensemble_to_json
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(200, len(FEATURES))) * [1e6, 1, 10, 1, 1e-3, 3, 2, 32],
@@ -127,7 +127,7 @@ def test_rtn_fraction_scales_with_a_models_own_rtn_damage():
     follow it (trees do not extrapolate); the share of RTN's loss increase can."""
     import pandas as pd
 
-    from registry.loss_predictor import GAP_FLOOR, LossPredictor
+    from registry.predictor.loss_predictor import GAP_FLOOR, LossPredictor
 
     rng = np.random.default_rng(0)
 

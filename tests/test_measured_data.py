@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from advisor.cli import cli
-from pipelines.tracking import use_store
-from registry.feature_table import TableQuery, build_feature_table
+from store.keys import use_store
+from registry.predictor.feature_table import TableQuery, build_feature_table
 from registry.measured_data import DATA_TAG, export, load
 
 

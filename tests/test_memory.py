@@ -3,7 +3,7 @@
 import pytest
 
 from advisor.memory import Architecture, BudgetError, MemoryPlan, kv_cache_bytes, parse_memory, weight_bytes
-from pipelines.architecture import architecture
+from pipelines.sources.architecture import architecture
 from pipelines.quantize.formats import parse_format
 from pipelines.quantize.rtn import count_params, rtn_quantized
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipelines.measure.nll import evaluate_nll
-from pipelines.token_windows import calibration_windows, evaluation_windows, tokenize, uses_bos
+from pipelines.sources.token_windows import calibration_windows, evaluation_windows, tokenize, uses_bos
 
 
 @pytest.mark.parametrize("model_name", ["tiny_llama", "tiny_gpt2"])
@@ -64,7 +64,7 @@ def test_too_short_text_is_a_clear_error(tokenizer):
 
 
 def test_bf16_evaluation_is_close_to_fp32(trained_model_dir, docs_text):
-    from pipelines.model_source import load_model
+    from pipelines.sources.model_source import load_model
 
     model, tok, _ = load_model(str(trained_model_dir))
     windows = evaluation_windows(tok, docs_text[-40000:], 64, max_windows=8)

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from advisor.cli import cli
 from advisor.fetch_model_command import models_yaml
-from pipelines import offline_models as om
-from pipelines.model_set import load_model_set
+from pipelines.sources import offline_models as om
+from pipelines.sources.model_set import load_model_set
 
 N, C, U, B = om.TOKEN_NORMAL, om.TOKEN_CONTROL, om.TOKEN_USER_DEFINED, om.TOKEN_BYTE
 

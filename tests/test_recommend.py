@@ -170,7 +170,7 @@ ROW_KEYS = {"model", "format", "method", "bits_per_weight", "bytes", "size", "bu
 
 
 def test_json_follows_the_documented_schema_and_incomplete_catalog_entries_are_skipped(tracking_uri):
-    from registry.catalog import load_seed, register_catalog
+    from registry.catalog.entries import load_seed, register_catalog
 
     entries = load_seed()
     broken = entries[0].__class__(**{**entries[0].to_dict(), "name": "mystery-7b", "layers": None,
@@ -213,7 +213,7 @@ def test_recommend_imports_no_torch_transformers_or_sklearn(tracking_uri):
     # a repeat on the unchanged store answers from the answer cache, without even MLflow
     env = {**os.environ, "PTQ_ADVISOR_ANSWER_CACHE": "on"}
     from advisor.answer_cache import refresh
-    from advisor.recommend_command import gather_inputs
+    from advisor.candidates import gather_inputs
 
     assert refresh(mlflow.MlflowClient(tracking_uri), tracking_uri, ["ptq-sweep"],
                    lambda c: gather_inputs(c, ["ptq-sweep"]))
@@ -241,9 +241,9 @@ def _recommendation_runs(uri):
 def _logger_idle() -> bool:
     import fcntl
 
-    from advisor.answer_cache import cache_root
+    from advisor.answer_cache import answers_dir
 
-    with open(cache_root() / "logger.lock", "a") as handle:
+    with open(answers_dir() / "logger.lock", "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -253,7 +253,7 @@ def _logger_idle() -> bool:
 
 
 def test_a_repeat_answers_from_the_cache_until_the_store_changes(fitted_uri, monkeypatch, tmp_path):
-    from advisor.answer_cache import cache_root, snapshot_file
+    from advisor.answer_cache import answers_dir, snapshot_file
 
     monkeypatch.setenv("PTQ_ADVISOR_ANSWER_CACHE", "on")
     first = recommend("--memory", "0.2MB", "--json", *MEASURED)
@@ -261,7 +261,7 @@ def test_a_repeat_answers_from_the_cache_until_the_store_changes(fitted_uri, mon
     report = json.loads(first.stdout)
     assert report["run_id"]  # read the store, logged at once
     snapshot = snapshot_file(f"sqlite:///{tmp_path / 'mlflow.db'}", ["ptq-sweep"])
-    assert _wait_for(snapshot.exists), (cache_root() / "logger.log").read_text()  # the logger fills it
+    assert _wait_for(snapshot.exists), (answers_dir() / "logger.log").read_text()  # the logger fills it
 
     again = recommend("--memory", "0.2MB", "--json", *MEASURED)
     assert again.exit_code == 0, again.output
@@ -272,8 +272,8 @@ def test_a_repeat_answers_from_the_cache_until_the_store_changes(fitted_uri, mon
     # the detached logger logs it (tagged with its id) and empties the spool
     assert _wait_for(lambda: any(r.data.tags.get("ptq.recommendation_id") == cached["recommendation_id"]
                                  for r in _recommendation_runs(fitted_uri))), \
-        (cache_root() / "logger.log").read_text()
-    assert _wait_for(lambda: not list((cache_root() / "spool").glob("*.json")))
+        (answers_dir() / "logger.log").read_text()
+    assert _wait_for(lambda: not list((answers_dir() / "spool").glob("*.json")))
 
     # any write to the store invalidates the cache: here a reviewer tags the champion in the UI
     # after the logger is done: one still refreshing would rightly cache the moved alias

@@ -167,7 +167,7 @@ def test_mlflow_run_sweep_entry_point(trained_model_dir, corpus_file, tmp_path):
 
 
 def test_models_file_names_families_and_training_tokens(trained_model_dir, corpus_file, tmp_path):
-    from pipelines.model_set import ModelSetError, load_model_set
+    from pipelines.sources.model_set import ModelSetError, load_model_set
 
     (tmp_path / "m.yaml").write_text(f"models:\n  - id: {trained_model_dir}\n    family: tiny\n"
                                      "    train_tokens: 2.5e5\n    name: tiny-a\n")
@@ -214,16 +214,16 @@ def test_workers_sweep_models_in_parallel_processes(trained_model_dir, tiny_gpt2
 
 def test_a_failing_variant_is_logged_failed_and_the_sweep_goes_on(trained_model_dir, corpus_file,
                                                                  tmp_path, monkeypatch):
-    import pipelines.features
+    import pipelines.measure.features
 
-    measure_gptq = pipelines.features.measure_gptq
+    measure_gptq = pipelines.measure.features.measure_gptq
 
     def broken_for_int4_chan(model, fmt, *args, **kwargs):  # a fault injected into one variant
         if fmt.name == "int4_chan":
             raise RuntimeError("Hessian is not positive definite")
         return measure_gptq(model, fmt, *args, **kwargs)
 
-    monkeypatch.setattr(pipelines.features, "measure_gptq", broken_for_int4_chan)
+    monkeypatch.setattr(pipelines.measure.features, "measure_gptq", broken_for_int4_chan)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
     assert result.exit_code == 1
@@ -241,7 +241,7 @@ def test_a_failing_variant_is_logged_failed_and_the_sweep_goes_on(trained_model_
     parent = next(r for r in all_runs if r.data.tags.get("ptq.kind") == "model")
     assert parent.info.status == "FINISHED"  # the model's other variants and plots are kept
 
-    monkeypatch.setattr(pipelines.features, "measure_gptq", measure_gptq)
+    monkeypatch.setattr(pipelines.measure.features, "measure_gptq", measure_gptq)
     again = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
     assert again.exit_code == 0, again.output
     assert again.output.count("reused run") == 3
@@ -310,8 +310,8 @@ def test_landscape_command_logs_random_and_rtn_profiles(trained_model_dir, corpu
 
 
 def test_a_sweep_grows_the_candidate_catalog(sweep_store, tmp_path):
-    from pipelines.tracking import use_store
-    from registry.catalog import load_catalog
+    from store.keys import use_store
+    from registry.catalog.entries import load_catalog
 
     use_store(f"sqlite:///{sweep_store}")  # the catalog's artifacts are read through MLflow's globals
     catalog = load_catalog("current")

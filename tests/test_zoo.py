@@ -9,8 +9,8 @@ import yaml
 from click.testing import CliRunner
 
 from advisor.cli import cli
-from pipelines.zoo_presets import PRESETS, ZooPreset, ZooSize
-from pipelines.zoo_training import learning_rate
+from pipelines.zoo.presets import PRESETS, ZooPreset, ZooSize
+from pipelines.zoo.training import learning_rate
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_rerun_logs_nothing_new_and_models_file_feeds_the_sweep(zoo_store, tmp_p
     experiment = client.get_experiment_by_name("ptq-zoo")
     assert len(client.search_runs([experiment.experiment_id])) == 9 + 3  # checkpoints + one parent per size
 
-    from pipelines.model_set import load_model_set
+    from pipelines.sources.model_set import load_model_set
 
     entries = load_model_set(result["models_file"])
     assert len(entries) == 9 and {e.family for e in entries} == {"zoo-test"}
@@ -131,7 +131,7 @@ def test_a_checkpoint_artifact_is_swept_by_its_runs_uri(zoo_store):
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, tokenizer, docs_text):
-    from pipelines.zoo_training import train_size
+    from pipelines.zoo.training import train_size
 
     preset = ZooPreset("resume", (ZooSize("xs", 32, 1, 2),), max_tokens=16 * 64 * 12, checkpoints=3,
                        vocab_size=512, seq_len=64, batch=16)

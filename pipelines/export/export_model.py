@@ -110,8 +110,8 @@ def supported_architecture(model_type: str) -> None:
 def _quantize(model, fmt, method, tokenizer, corpus, seq_len, config):
     from pipelines.quantize.classic_int import int_scales
     from pipelines.quantize.gptq_model import apply_gptq
-    from pipelines.quantize.rtn import apply_rtn, count_params, find_weights
-    from pipelines.token_windows import calibration_windows
+    from pipelines.quantize.rtn import apply_rtn, find_weights
+    from pipelines.sources.token_windows import calibration_windows
 
     targets = find_weights(model)
     if method == "gptq":
@@ -146,14 +146,14 @@ def export_quantized(config: ExportConfig, say=print) -> dict:
     from optimum.exporters.onnx import main_export
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    from pipelines.corpus import load_corpus
-    from pipelines.evaluate_formats import sequence_length
+    from pipelines.sources.corpus import load_corpus
+    from pipelines.measure.evaluate_formats import sequence_length
     from pipelines.export.onnx_weights import quantize_initializers, quantized_bytes
     from pipelines.measure.nll import evaluate_nll
-    from pipelines.model_source import load_model
+    from pipelines.sources.model_source import load_model
     from pipelines.quantize.encoding import encode
     from pipelines.quantize.formats import parse_format
-    from pipelines.token_windows import evaluation_windows
+    from pipelines.sources.token_windows import evaluation_windows
 
     out = Path(config.out).resolve()
     check_destination(out, config.force)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pipelines.token_windows import EvalWindows
+from pipelines.sources.token_windows import EvalWindows
 
 CE_CHUNK_ROWS = 256
 

@@ -1,0 +1,37 @@
+"""What a sweep is asked to do: models, formats, methods and the settings that change the numbers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from pipelines.sources.model_set import ModelEntry
+
+
+METHODS = ("rtn", "gptq")
+
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything a sweep needs; what changes the numbers goes into the variant keys."""
+
+    models: tuple[ModelEntry, ...]
+    formats: tuple[str, ...]
+    dataset: str
+    methods: tuple[str, ...] = METHODS
+    experiment: str = "ptq-sweep"
+    seq_len: int | None = None
+    max_windows: int | None = None
+    slope_windows: int = 2
+    calibration_size: int = 128
+    seed: int = 0
+    hessians: str = "fp"
+    damp: float | None = None
+    dtype: str = "float32"
+    landscape_step_db: float = 4.0  # radial profile 0..40 dB at this step; 0 = no profile
+    batch_size: int = 8
+
+    def result_settings(self) -> dict:
+        """The settings that change measured values (keys of the runs)."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("models", "formats", "methods", "experiment", "batch_size")}

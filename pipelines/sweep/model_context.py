@@ -1,0 +1,104 @@
+"""One base model loaded for measuring: its windows, fp loss, variants and their keys (no MLflow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.measure.features import FeatureSettings
+from pipelines.measure.nll import NllResult
+from pipelines.quantize.formats import parse_formats
+from pipelines.sources.model_set import ModelEntry, short_name
+from pipelines.sweep.config import SweepConfig
+from store.keys import code_version, variant_key
+
+
+def _numeric(record: dict, names: list[str]) -> dict:
+    return {n: float(record[n]) for n in names if n in record and record[n] is not None}
+
+
+
+@dataclass
+class Variant:
+    """One (format, method) of a model: its run name, key and params."""
+
+    name: str
+    key: str
+    fmt: object  # pipelines.quantize.formats.Format
+    method: str
+    params: dict
+
+
+
+class ModelContext:
+    """What measuring any variant of one base model needs, loaded once per process (no MLflow)."""
+
+    def __init__(self, config: SweepConfig, entry: ModelEntry):
+        from pipelines.sources.corpus import load_corpus
+        from pipelines.measure.evaluate_formats import sequence_length
+        from pipelines.sources.model_source import load_model
+        from pipelines.quantize.rtn import find_weights
+        from pipelines.sources.token_windows import evaluation_and_subset_windows
+
+        self.config, self.entry = config, entry
+        self.corpus = load_corpus(config.dataset)
+        self.model, self.tokenizer, self.source = load_model(entry.spec, dtype=config.dtype,
+                                                             gguf_file=entry.gguf_file)
+        self.seq_len = sequence_length(self.model, config.seq_len)
+        self.name = entry.name or short_name(self.source.gguf_file or entry.spec)
+        self.model_key = variant_key({"model": self.source.fingerprint, "dataset": self.corpus.digest,
+                                      "settings": config.result_settings(), "code": code_version()})
+        self.settings = FeatureSettings(slope_seeds=tuple(config.seed + i for i in range(3)),
+                                        hessians=config.hessians, damp=config.damp,
+                                        batch_size=config.batch_size)
+        self.windows, self.slope_windows = evaluation_and_subset_windows(
+            self.tokenizer, self.corpus.validation, self.seq_len, config.max_windows, config.slope_windows)
+        self.targets = find_weights(self.model)
+        self.fp = None  # NllResult, from the parent run or measured
+        self._calibration = None
+
+    def calibration(self):
+        from pipelines.sources.token_windows import calibration_windows
+
+        if self._calibration is None:
+            self._calibration = calibration_windows(self.tokenizer, self.corpus.train, self.seq_len,
+                                                    self.config.calibration_size, seed=self.config.seed)
+        return self._calibration
+
+    def fp_from(self, metrics: dict):
+
+        self.fp = NllResult(metrics["nll_fp_total_nats"], self.windows.predicted_tokens,
+                            self.windows.predicted_bytes)
+        return self.fp
+
+    def variants(self) -> list[Variant]:
+
+        out = []
+        for fmt in parse_formats(list(self.config.formats)):
+            base = {"format": fmt.name, "family": fmt.family, "precision": fmt.precision,
+                    "exp_bits": fmt.exp_bits, "man_bits": fmt.man_bits,
+                    "block_size": fmt.block_size or 0, "granularity": fmt.granularity}
+            for method in self.config.methods:
+                out.append(Variant(f"{self.name} · {fmt.name} · {method}",
+                                   variant_key({"model": self.model_key, "format": fmt.name, "method": method}),
+                                   fmt, method, {**base, "method": method}))
+        return out
+
+    def measure(self, variant: Variant):
+        """(metrics, tables) of one variant; the model's weights are restored afterwards."""
+        from pipelines.measure.features import measure_gptq, measure_rtn
+
+        fmt, fp = variant.fmt, self.fp
+        if variant.method == "rtn":
+            r = measure_rtn(self.model, fmt, self.windows, self.slope_windows, fp, settings=self.settings,
+                            targets=self.targets)
+            m = _numeric(r, ["nll_rtn", "bpb_rtn", "sqnr_rtn_db", "slope_rtn", "bytes",
+                             "bits_per_weight", "quantized_params", "seconds_rtn", "seconds_slope"])
+            m.update(nll=r["nll_rtn"], delta_nll=r["nll_rtn"] - fp.nll, sqnr_db=r["sqnr_rtn_db"],
+                     bpb=r["bpb_rtn"])
+            return m, {"layers_sqnr.json": r["layers"]}
+        r = measure_gptq(self.model, fmt, self.windows, self.calibration(), settings=self.settings,
+                         targets=self.targets)
+        m = _numeric(r, ["nll_gptq", "bpb_gptq", "sqnr_gptq_db", "seconds_gptq", "damp_median"])
+        m.update(nll=r["nll_gptq"], delta_nll=r["nll_gptq"] - fp.nll, sqnr_db=r["sqnr_gptq_db"],
+                 bpb=r["bpb_gptq"], bytes=r["bytes"], bits_per_weight=fmt.bits_per_weight)
+        return m, {"layers_sqnr.json": r["gptq_layers"]}

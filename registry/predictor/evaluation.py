@@ -1,0 +1,111 @@
+"""How a loss-predictor recipe is judged: leave-one-family-out, named hold-outs, conformal coverage.
+
+Xu et al. judge their forest on models it never saw (pythia-1b, mpt-7b held out). We do the same
+twice: every model family is held out in turn (LOFO — the promotion metric is its MAE), and named
+models can be held out of the final fit entirely and reported apart, as a test set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from registry.predictor.feature_table import TARGET
+from registry.predictor.loss_predictor import LossPredictor, conformal_halfwidth
+
+DEFAULT_ALPHA = 0.1  # 90 % prediction intervals
+
+
+def leave_one_group_out(predictor: LossPredictor, table, groups) -> np.ndarray:
+    """Out-of-group predictions: each row predicted by a clone fitted without its group."""
+    from sklearn.base import clone
+
+    groups = np.asarray(groups)
+    predicted = np.full(len(table), np.nan)
+    for group in np.unique(groups):
+        held = groups == group
+        fitted = clone(predictor).fit(table[~held], table[TARGET][~held])
+        predicted[held] = fitted.predict(table[held])
+    return predicted
+
+
+def regression_metrics(observed, predicted) -> dict:
+    """MAE, RMSE (nats/token), R² and Spearman ρ of predictions."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    observed, predicted = np.asarray(observed), np.asarray(predicted)
+    rho = spearmanr(observed, predicted).statistic if len(observed) > 2 else float("nan")
+    return {"mae": float(mean_absolute_error(observed, predicted)),
+            "rmse": float(math.sqrt(mean_squared_error(observed, predicted))),
+            "r2": float(r2_score(observed, predicted)) if len(observed) > 1 else float("nan"),
+            "spearman": float(rho)}
+
+
+def conformal_coverage(observed, predicted, groups, alpha: float) -> float:
+    """Coverage of group-held-out conformal intervals (each group's width from the other groups)."""
+    observed, predicted, groups = map(np.asarray, (observed, predicted, groups))
+    residuals = np.abs(observed - predicted)
+    hits = []
+    for group in np.unique(groups):
+        held = groups == group
+        hits += list(residuals[held] <= conformal_halfwidth(residuals[~held], alpha))
+    return float(np.mean(hits))
+
+
+def evaluation_key(table, holdout_models) -> str:
+    """Identifies the held-out evaluation: the rows (their runs) and the hold-outs."""
+    ids = sorted(f"{r}:{g}" for r, g in zip(table["rtn_run_id"], table["gptq_run_id"]))
+    text = "|".join(ids) + "#" + ",".join(sorted(holdout_models))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Evaluation:
+    """A recipe judged on one table: metrics, intervals, and the final predictor fitted on it."""
+
+    predictor: LossPredictor
+    halfwidth: float  # conformal interval half-width, nats/token
+    alpha: float
+    metrics: dict  # lofo_* and holdout_* metrics, coverage
+    predictions: object  # DataFrame: identity, observed, lofo / holdout prediction
+    key: str
+    train_rows: int
+
+
+def evaluate_recipe(recipe: dict, table, holdout_models=(), alpha: float = DEFAULT_ALPHA) -> Evaluation:
+    """LOFO-evaluate `recipe` on the rows with a GPTQ target, then fit it on all but hold-outs."""
+    labelled = table.dropna(subset=[TARGET]).reset_index(drop=True)
+    unknown = set(holdout_models) - set(labelled["model"])
+    if unknown:
+        raise ValueError(f"held-out model(s) {sorted(unknown)} have no GPTQ rows; "
+                         f"models with rows: {sorted(set(labelled['model']))}")
+    held = labelled["model"].isin(holdout_models).to_numpy()
+    train = labelled[~held].reset_index(drop=True)
+    families = train["model_family"].to_numpy()
+    if len(set(families)) < 2:
+        raise ValueError(f"leave-one-family-out needs runs of at least 2 model families; the table has "
+                         f"{sorted(set(families)) or 'none'} (give sweep models a family in --models-file)")
+    predictor = LossPredictor(**recipe)
+    lofo = leave_one_group_out(predictor, train, families)
+    metrics = {f"lofo_{k}": v for k, v in regression_metrics(train[TARGET], lofo).items()}
+    residuals = np.abs(train[TARGET].to_numpy() - lofo)
+    halfwidth = conformal_halfwidth(residuals, alpha)
+    metrics["lofo_coverage"] = conformal_coverage(train[TARGET], lofo, families, alpha)
+    final = LossPredictor(**recipe).fit(train, train[TARGET])
+    predictions = labelled[["model", "model_family", "format", "rtn_run_id", "gptq_run_id", TARGET]].copy()
+    predictions["split"] = np.where(held, "holdout", "lofo")
+    predictions["predicted"] = np.nan
+    predictions.loc[~held, "predicted"] = lofo
+    if held.any():
+        test = labelled[held]
+        predictions.loc[held, "predicted"] = final.predict(test)
+        metrics |= {f"holdout_{k}": v for k, v in regression_metrics(test[TARGET],
+                                                                      final.predict(test)).items()}
+        metrics["holdout_coverage"] = float(np.mean(np.abs(test[TARGET] - final.predict(test)) <= halfwidth))
+    metrics["halfwidth"] = halfwidth
+    return Evaluation(final, halfwidth, alpha, metrics, predictions,
+                      evaluation_key(labelled, holdout_models), len(train))

@@ -1,0 +1,100 @@
+"""The loss predictor of Xu et al. (§3, App. D): NLL after GPTQ from cheap RTN-time features.
+
+`LossPredictor` is a scikit-learn estimator: a random forest (120 trees, depth 8, as in the
+paper) or XGBoost, fitted on the target *relative to a base* — the paper's absolute NLL_gptq, or
+NLL_gptq − NLL_fp, or NLL_gptq − NLL_rtn, or the fraction of RTN's loss increase that GPTQ leaves,
+(NLL_gptq − NLL_fp) / (NLL_rtn − NLL_fp) — and always predicting NLL_gptq in nats/token, so every
+recipe is compared on the same scale. Trees cannot extrapolate; a relative target lets a model
+whose loss lies outside the training range still get a sensible prediction, and the fraction lets
+it scale with the model's own measured RTN damage (docs/real-model-study.md).
+
+Intervals are split-conformal from leave-one-family-out residuals: the half-width is the
+⌈(n+1)(1−α)⌉-th smallest |residual| of models predicted while their family was held out, so it
+reflects how wrong the predictor is on *unseen model families*, which is how the advisor uses it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from registry.predictor.feature_table import FEATURES
+from registry.predictor.spec import spec_scale
+
+# base → the column added back to the trees' output, and (rtn_fraction) the column whose excess over
+# it scales that output
+BASES = {"none": None, "nll_fp": "nll_fp", "nll_rtn": "nll_rtn", "rtn_fraction": "nll_fp"}
+SCALES = {"rtn_fraction": "nll_rtn"}
+# nats/token: below this RTN loss increase (8-bit formats lose ~0.001) the fraction is noise over
+# noise; the prediction's increase is then at most a fraction of the floor
+GAP_FLOOR = 0.005
+
+
+def _features(X) -> np.ndarray:
+    return np.asarray(X[list(FEATURES)], dtype=np.float64)
+
+
+def _base(X, base: str) -> np.ndarray:
+    column = BASES[base]
+    return np.zeros(len(X)) if column is None else np.asarray(X[column], dtype=np.float64)
+
+
+def _scale(X, base: str) -> np.ndarray:
+    # the formula the registered spec is served with, so fitting and serving cannot drift apart
+    return spec_scale({"base_column": BASES[base], "scale_column": SCALES.get(base), "scale_floor": GAP_FLOOR}, X)
+
+
+def conformal_halfwidth(residuals, alpha: float) -> float:
+    """Split-conformal half-width for miscoverage `alpha` from absolute residuals (nats/token)."""
+    r = np.sort(np.abs(np.asarray(residuals, dtype=np.float64)))
+    n = len(r)
+    rank = math.ceil((n + 1) * (1 - alpha))
+    return float("inf") if n == 0 or rank > n else float(r[rank - 1])
+
+
+class LossPredictor(RegressorMixin, BaseEstimator):
+    """Predicts NLL after GPTQ (nats/token) from a DataFrame with the FEATURES columns."""
+
+    def __init__(self, kind: str = "rf", base: str = "nll_fp", n_estimators: int = 120,
+                 max_depth: int = 8, learning_rate: float = 0.1, seed: int = 0):
+        self.kind = kind
+        self.base = base
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.seed = seed
+
+    def _regressor(self):
+        if self.kind == "rf":
+            from sklearn.ensemble import RandomForestRegressor
+
+            return RandomForestRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                         random_state=self.seed, n_jobs=1)
+        if self.kind == "xgb":
+            from xgboost import XGBRegressor
+
+            return XGBRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                learning_rate=self.learning_rate, random_state=self.seed,
+                                n_jobs=1, tree_method="exact")
+        raise ValueError(f"kind must be 'rf' or 'xgb', not {self.kind!r}")
+
+    def fit(self, X, y):
+        """Fit on a DataFrame X (FEATURES + base column) and NLL_gptq y (nats/token)."""
+        if self.base not in BASES:
+            raise ValueError(f"base must be one of {sorted(BASES)}, not {self.base!r}")
+        y = np.asarray(y, dtype=np.float64)
+        if len(y) < 2 or not np.isfinite(y).all():
+            raise ValueError("the loss predictor needs at least 2 rows with a finite NLL after GPTQ")
+        self.regressor_ = self._regressor().fit(_features(X), (y - _base(X, self.base)) / _scale(X, self.base))
+        self.n_features_in_ = len(FEATURES)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted NLL after GPTQ, nats/token."""
+        return self.regressor_.predict(_features(X)) * _scale(X, self.base) + _base(X, self.base)
+
+    def recipe(self) -> dict:
+        """The parameters that define this predictor (what promotion compares), JSON-able."""
+        return self.get_params()

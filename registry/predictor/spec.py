@@ -1,0 +1,29 @@
+"""Answering from a predictor spec (`predictor.json`): point and conformal interval, numpy only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from registry.predictor.tree_json import TreeEnsemble
+
+
+def predict_from_spec(spec: dict, ensemble: TreeEnsemble, frame: pd.DataFrame) -> pd.DataFrame:
+    """nll_gptq, lower, upper (nats/token) for rows holding the spec's features and base column."""
+    needed = spec["features"] + [spec["base_column"], spec.get("scale_column")]
+    missing = [c for c in needed if c and c not in frame.columns]
+    if missing:
+        raise ValueError(f"the loss predictor needs columns {missing}")
+    base = frame[spec["base_column"]].to_numpy(float) if spec["base_column"] else 0.0
+    point = ensemble.predict(frame[spec["features"]].to_numpy(float)) * spec_scale(spec, frame) + base
+    width = spec["halfwidth"]
+    return pd.DataFrame({"nll_gptq": point, "lower": point - width, "upper": point + width})
+
+
+def spec_scale(spec: dict, frame: pd.DataFrame) -> np.ndarray:
+    """Per row, what the trees' output is multiplied by: RTN's loss increase (nats/token, floored)
+    for an rtn_fraction predictor, else 1."""
+    if not spec.get("scale_column"):  # versions registered before rtn_fraction have no such key
+        return np.ones(len(frame))
+    gap = frame[spec["scale_column"]].to_numpy(float) - frame[spec["base_column"]].to_numpy(float)
+    return np.maximum(gap, spec["scale_floor"])
