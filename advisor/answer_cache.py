@@ -21,8 +21,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from store.uri import sqlite_file
+from registry.api import Law
+from registry.catalog.entries import catalog_from_dict
+from registry.predictor.registered import LoadedPredictor
 from store.paths import cache_root
+from store.uri import sqlite_file
 
 FORMAT = 1
 _COMPANIONS = ("", "-wal", "-journal", "-shm")
@@ -106,10 +109,6 @@ def to_json(inputs: StoreInputs) -> dict:
 
 
 def from_json(data: dict) -> StoreInputs:
-    from registry.api import Law
-    from registry.catalog.entries import catalog_from_dict
-    from registry.predictor.registered import LoadedPredictor
-
     table = None
     if data["table"] is not None:
         import pandas as pd

@@ -6,11 +6,16 @@ import json
 
 import click
 
-from advisor.options import methods_option, open_store, tracking_uri_option
-from advisor.errors import AdvisorError, friendly_errors
-from advisor.recommend_command import DEFAULT_FORMATS
 from advisor.candidates import collect_rows
+from advisor.errors import AdvisorError, friendly_errors
+from advisor.memory import MemoryPlan
+from advisor.options import methods_option, open_store, tracking_uri_option
+from advisor.recommend import mark_pareto
+from advisor.recommend_command import DEFAULT_FORMATS
 from advisor.seed_command import ensure_seeded
+from pipelines.quantize.formats import parse_formats
+from registry.predictor.feature_table import FEATURES, TableQuery, build_feature_table
+from registry.predictor.registered import load_predictor
 
 
 def _count(n) -> str:
@@ -52,9 +57,6 @@ def models(tracking_uri, as_json):
 @friendly_errors
 def pareto(model_names, formats_spec, methods, experiments, tracking_uri, as_json):
     """The loss-vs-weight-bytes frontier: no other candidate is both smaller and better."""
-    from advisor.memory import MemoryPlan
-    from advisor.recommend import mark_pareto
-    from pipelines.quantize.formats import parse_formats
 
     chosen = methods
     formats = {f.name: f for f in parse_formats(formats_spec)}
@@ -89,8 +91,6 @@ def explain(model, format_name, experiments, ref, tracking_uri, as_json):
     Per-feature contributions along the trees' decision paths (Saabas), which add up exactly to
     the prediction, and the predictor's global importances (Xu et al. App. D).
     """
-    from registry.predictor.feature_table import FEATURES, TableQuery, build_feature_table
-    from registry.predictor.registered import load_predictor
     from registry.predictor.spec import spec_scale
     from registry.predictor.tree_json import TreeEnsemble
 

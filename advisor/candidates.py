@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from advisor.answer_cache import StoreInputs
 from advisor.errors import AdvisorError
+from advisor.recommend import catalog_rows, measured_rows
+from registry.api import load_champion, load_current_law
+from registry.catalog.entries import load_catalog
+from registry.laws.registered import LawNotFoundError
+from registry.predictor.feature_table import (
+    FeatureTableError,
+    TableQuery,
+    build_feature_table,
+)
+from registry.predictor.registered import PredictorNotFoundError
 
 
 def _measured_table(client, experiments):
     """(the sweep feature table or None, a note when there is none)."""
-    from registry.predictor.feature_table import FeatureTableError, TableQuery, build_feature_table
 
     try:
         return build_feature_table(TableQuery(tuple(experiments)), client), None
@@ -23,10 +32,6 @@ def gather_inputs(client, experiments, catalog=None) -> StoreInputs:
 
     `catalog`: the current catalog if the caller has it (else it is loaded).
     """
-    from registry.api import load_champion, load_current_law
-    from registry.catalog.entries import load_catalog
-    from registry.laws.registered import LawNotFoundError
-    from registry.predictor.registered import PredictorNotFoundError
 
     table, note = _measured_table(client, experiments)
     predictor = predictor_error = None
@@ -51,7 +56,6 @@ def rows_from_inputs(inputs: StoreInputs, models: str, formats: dict, methods, p
 
     Returns (rows, {registered model: version used}, [notes on skipped candidates]).
     """
-    from advisor.recommend import catalog_rows, measured_rows
 
     chosen, table, catalog = methods, inputs.table, inputs.catalog
     if inputs.table_note:

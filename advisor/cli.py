@@ -21,11 +21,14 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 @click.group()
 @click.version_option(package_name="ptq-advisor")
-def cli():
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error (or PTQ_ADVISOR_DEBUG=1).")
+def cli(debug):
     """Predict, measure and recommend post-training-quantized LLM formats.
 
     Formats follow Xu et al. 2024: mxint4_32, mxfp4_e2m1_32, int4_g128, ... (see `advisor formats`).
     """
+    if debug:
+        os.environ["PTQ_ADVISOR_DEBUG"] = "1"
 
 
 @cli.command()
@@ -66,9 +69,9 @@ from advisor.fetch_model_command import fetch_model  # noqa: E402
 from advisor.gate import gate  # noqa: E402
 from advisor.measure_commands import demo, measure  # noqa: E402
 from advisor.recommend_command import recommend  # noqa: E402
+from advisor.registry_commands import fit_predictor, fit_qid, registry  # noqa: E402
 from advisor.seed_command import seed  # noqa: E402
 from advisor.sweep_commands import landscape, sweep  # noqa: E402
-from advisor.registry_commands import fit_predictor, fit_qid, registry  # noqa: E402
 from advisor.zoo_command import zoo  # noqa: E402
 
 for command in (measure, demo, sweep, landscape, fit_predictor, fit_qid, registry, recommend, seed, models, pareto,

@@ -1,4 +1,8 @@
-"""How the CLI fails: one line on stderr and a documented exit status, never a traceback."""
+"""How the CLI fails: one line on stderr and a documented exit status, never a traceback.
+
+Exit 2: the user's input (an InputError from any layer, or a check here); exit 1: a gate that
+fails, variants that failed, or an unexpected error (traceback with --debug).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,22 @@ import os
 
 import click
 
-from pipelines.quantize.formats import FormatError
+from store.errors import InputError
 
 
 class SweepFailed(click.ClickException):
     """Some variants failed (exit 1); everything else was logged."""
 
     exit_code = 1
+
+
+class InternalError(click.ClickException):
+    """Not the user's mistake (a bug, a store that stopped answering): one line, exit status 1."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
 
 
 class AdvisorError(click.ClickException):
@@ -44,24 +57,30 @@ def _quiet_run_links(as_json):
             os.environ[name] = previous
 
 
+def debug_enabled() -> bool:
+    """`advisor --debug` or PTQ_ADVISOR_DEBUG=1: show the traceback of an unexpected error."""
+    return os.environ.get("PTQ_ADVISOR_DEBUG", "").lower() in ("1", "true", "on", "yes")
+
+
 def friendly_errors(command):
-    """Turn the pipelines' input errors into one-line AdvisorErrors (no traceback); keep --json stdout JSON."""
+    """One line, never a traceback: any InputError (the user's input or a resource they named) is
+    exit status 2; anything else is a bug or an outage, exit status 1, with the traceback kept for
+    --debug. Under --json, stdout stays JSON."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from pipelines.sources.corpus import CorpusError
-        from pipelines.sources.model_source import ModelLoadError
-
         try:
             with _quiet_run_links(kwargs.get("as_json")):
                 return command(*args, **kwargs)
-        except (FormatError, CorpusError, ModelLoadError) as err:
-            raise AdvisorError(str(err)) from None
-        except (ValueError, FloatingPointError) as err:
+        except InputError as err:
             raise AdvisorError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
-        except LookupError as err:  # the registry's "not found" errors; a KeyError is a bug
-            if isinstance(err, (KeyError, IndexError)):
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:
+            if debug_enabled():
                 raise
-            raise AdvisorError(str(err)) from None
+            first = str(err).splitlines()[0][:500] if str(err) else ""
+            raise InternalError(f"{type(err).__name__}: {first} (an unexpected error; run with `advisor --debug` "
+                                "or PTQ_ADVISOR_DEBUG=1 for the traceback)") from None
 
     return wrapper

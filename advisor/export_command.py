@@ -6,8 +6,9 @@ import json
 
 import click
 
-from advisor.options import open_store, tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.options import open_store, tracking_uri_option
+from registry.exports.exported_models import register_export
 
 
 @click.command("export")
@@ -43,10 +44,16 @@ def export(model, format_name, method, out, gguf_file, dataset, calibration_size
     within 0.5 %, weight bytes) before it is moved into place, and loads with
     optimum's ORTModelForCausalLM.from_pretrained(OUT).
     """
-    from pipelines.sources.corpus import DEFAULT_DATASET
-    from pipelines.export.export_model import (ExportConfig, ExportError, ExportInputError, check_destination,
-                                               export_quantized)
+    from pipelines.export.export_model import (
+        ExportConfig,
+        ExportError,
+        ExportInputError,
+        check_destination,
+        export_quantized,
+    )
     from pipelines.quantize.formats import parse_format
+    from pipelines.sources.corpus import DEFAULT_DATASET
+
 
     fmt = parse_format(format_name)
     from pathlib import Path
@@ -68,7 +75,6 @@ def export(model, format_name, method, out, gguf_file, dataset, calibration_size
     except ExportError as err:
         raise click.ClickException(str(err)) from None  # exit 1: the export did not verify
     if register:
-        from registry.exports.exported_models import register_export
 
         version = register_export(record, out, client=client)
         record["registered"] = f"{version.name}/{version.version}"

@@ -9,6 +9,13 @@ from pathlib import Path
 import click
 
 from advisor.errors import AdvisorError, friendly_errors
+from pipelines.sources.offline_models import (
+    OfflineModelError,
+    default_cache,
+    named_model,
+    save_repaired_model_dir,
+)
+from pipelines.sources.offline_models import fetch_model as fetch
 
 
 def models_yaml(entry: dict) -> str:
@@ -52,8 +59,6 @@ def fetch_model(name, out, models_file, as_json):
     checks a stamp. For gemma-3-270m it also writes a model folder with a repaired tokenizer
     (transformers 4.57.6 builds a wrong one from that GGUF). Prints a models-file snippet.
     """
-    from pipelines.sources.offline_models import (OfflineModelError, default_cache, fetch_model as fetch, named_model,
-                                          save_repaired_model_dir)
 
     try:
         model = named_model(name)

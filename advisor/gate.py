@@ -15,8 +15,11 @@ import time
 
 import click
 
-from advisor.options import open_store, tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.memory import BudgetError, parse_memory
+from advisor.options import open_store, tracking_uri_option
+from registry.versions import VersionNotFoundError, parse_reference, resolve_version
+from store.experiments import experiment_id
 
 GATE_EXPERIMENT = "ptq-gates"
 LOWER_IS_BETTER = {"nll": True, "delta_nll": True, "bytes": True, "sqnr_db": False}
@@ -41,16 +44,16 @@ def version_metrics(version) -> dict:
 def measure_again(client, version) -> float:
     """NLL (nats/token) of the version's ONNX artifact with onnxruntime, on the validation windows its
     export measured (same text, length and count: so ΔNLL compares like with like)."""
+    from pathlib import Path
+
     import mlflow
     from optimum.onnxruntime import ORTModelForCausalLM
     from transformers import AutoTokenizer
 
-    from pipelines.sources.corpus import load_corpus
     from pipelines.export.export_model import OrtAsTorch, session_options
     from pipelines.measure.nll import evaluate_nll
+    from pipelines.sources.corpus import load_corpus
     from pipelines.sources.token_windows import evaluation_windows
-
-    from pathlib import Path
 
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}"))
     found = sorted(folder.rglob("model.onnx"))
@@ -67,8 +70,8 @@ def measure_again(client, version) -> float:
 
 def _check(name, value, rule: str, threshold=None, baseline=None, min_absolute=None, min_relative=None) -> dict:
     """One MetricThreshold judged by `mlflow.validate_evaluation_results`; a report row."""
-    from mlflow.exceptions import MlflowException
     from mlflow import validate_evaluation_results
+    from mlflow.exceptions import MlflowException
     from mlflow.models import EvaluationResult, MetricThreshold
 
     compare = min_absolute is not None or min_relative is not None
@@ -88,7 +91,6 @@ def _check(name, value, rule: str, threshold=None, baseline=None, min_absolute=N
 def run_gate(client, reference: str, limits: dict, require: str, baseline_ref: str | None,
              changes: dict, say) -> dict:
     """All checks on `reference`; a report dict with `passed`. Raises GateError when it cannot judge."""
-    from registry.versions import VersionNotFoundError, parse_reference, resolve_version
 
     try:
         name, ref = parse_reference(reference)
@@ -149,7 +151,6 @@ def record_verdict(client, report: dict, promote: str | None) -> str:
     import mlflow
 
     name, version = report["version"].rsplit("/", 1)
-    from store.experiments import experiment_id
 
     gates = experiment_id(client, GATE_EXPERIMENT, "Release-gate verdicts: one run per check of a version.")
     verdict = "pass" if report["passed"] else "fail"
@@ -196,7 +197,6 @@ def gate(reference, max_nll, max_delta_nll, max_bytes, min_sqnr, require, baseli
     Every check lists its threshold, value and verdict; a missing version, alias or metric, a NaN
     or an unreachable store is an error, never a pass.
     """
-    from advisor.memory import BudgetError, parse_memory
 
     try:
         bytes_limit = parse_memory(max_bytes).bytes if max_bytes else None

@@ -6,9 +6,10 @@ import json
 
 import click
 
-from advisor.options import damping, dataset_option
 from advisor.errors import friendly_errors
+from advisor.options import damping, dataset_option
 from pipelines.quantize.formats import parse_formats
+from registry.exports.exported_models import register_export
 from store.paths import cache_root
 
 
@@ -65,7 +66,11 @@ def _plan(options: dict):
 
 
 def _run_measure(model, tokenizer, corpus, model_name, options):
-    from pipelines.measure.evaluate_formats import evaluate_formats, fp_bytes, sequence_length
+    from pipelines.measure.evaluate_formats import (
+        evaluate_formats,
+        fp_bytes,
+        sequence_length,
+    )
 
     formats = parse_formats(options["formats_spec"])
     plan = _plan(options)
@@ -133,6 +138,7 @@ def measure(model, dataset, gguf_file, dtype, trust_remote_code, **options):
     from pipelines.sources.corpus import DEFAULT_DATASET, load_corpus
     from pipelines.sources.model_source import load_model
 
+
     parse_formats(options["formats_spec"])  # fail on a typo before any slow load
     damping(options["damp"])
     corpus = load_corpus(dataset or DEFAULT_DATASET)
@@ -182,7 +188,7 @@ def _export_demo(folder, corpus_file, out) -> None:
     import mlflow
 
     from pipelines.export.export_model import ExportConfig, export_quantized
-    from registry.exports.exported_models import register_export
+
 
     click.echo(f"exporting {folder.name} in mxint4_32 (GPTQ) to {out}", err=True)
     record = export_quantized(ExportConfig(model=str(folder), format="mxint4_32", method="gptq", out=out,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from pipelines.quantize.formats import Format
+from store.errors import InputError
 
 UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
          "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -25,7 +26,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?\s*([a-z]+)\s*$", re.I
 REST_BITS = 16  # unquantized parameters at the deployment dtype
 
 
-class BudgetError(ValueError):
+class BudgetError(InputError, ValueError):
     """A memory size that cannot be understood."""
 
 

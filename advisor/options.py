@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from advisor.errors import AdvisorError
+from store.keys import use_store
+from store.tracking_server import TrackingError, check_tracking_server
 
 TRACKING_HELP = "MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]."
 DATASET_HELP = "Text file, folder, or hub id[:config] [default: Salesforce/wikitext:wikitext-2-raw-v1]."
@@ -44,8 +46,6 @@ def open_store(tracking_uri):
 
     import mlflow
 
-    from store.keys import use_store
-    from store.tracking_server import TrackingError, check_tracking_server
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # the CLI reports what matters itself
     if tracking_uri:

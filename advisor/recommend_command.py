@@ -14,10 +14,21 @@ import click
 from advisor.answer_cache import cache_enabled, default_uri, normalized_uri, store_stamp
 from advisor.answer_cache import load as load_cached
 from advisor.candidates import gather_inputs, rows_from_inputs
-from advisor.options import methods_option, open_store, tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
-from advisor.recommendation_log import flush_abandoned, log_run, new_id, payload, spool, start_logger
+from advisor.memory import BudgetError, MemoryPlan, parse_memory
+from advisor.options import methods_option, open_store, tracking_uri_option
+from advisor.recommend import NothingFits, choose, mark_pareto
+from advisor.recommendation_log import (
+    flush_abandoned,
+    log_run,
+    new_id,
+    payload,
+    spool,
+    start_logger,
+)
 from advisor.seed_command import ensure_seeded
+from pipelines.quantize.formats import parse_formats
+from registry.exports.exported_models import register_export
 
 DEFAULT_FORMATS = "xu-mx36,classic-int"
 
@@ -62,9 +73,6 @@ def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bit
     catalog-only models through the QiD law on their fp loss. Rows rank by bits/byte, so models
     with different tokenizers compare fairly. Every recommendation is logged as an MLflow run.
     """
-    from advisor.memory import BudgetError, MemoryPlan, parse_memory
-    from advisor.recommend import NothingFits, choose, mark_pareto
-    from pipelines.quantize.formats import parse_formats
 
     try:
         budget = parse_memory(memory_text)
@@ -113,9 +121,14 @@ def _export_winner(row, report, out, dataset, client, say) -> dict:
     import json as _json
     from pathlib import Path
 
+    from pipelines.export.export_model import (
+        ExportConfig,
+        ExportError,
+        ExportInputError,
+        export_quantized,
+    )
     from pipelines.sources.corpus import DEFAULT_DATASET
-    from pipelines.export.export_model import ExportConfig, ExportError, ExportInputError, export_quantized
-    from registry.exports.exported_models import register_export
+
 
     if row.method == "none":
         raise AdvisorError(f"the winner is {row.model} unquantized (fp16): nothing to quantize; "

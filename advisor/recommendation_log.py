@@ -17,7 +17,10 @@ import time
 import uuid
 from pathlib import Path
 
-from advisor.answer_cache import answers_dir
+from advisor.answer_cache import answers_dir, refresh
+from advisor.candidates import gather_inputs
+from store.experiments import experiment_id
+from store.keys import use_store
 
 RECOMMENDATION_EXPERIMENT = "ptq-recommendations"
 ID_TAG = "ptq.recommendation_id"
@@ -48,7 +51,6 @@ def log_run(record: dict, client=None) -> str:
     """
     import mlflow
 
-    from store.experiments import experiment_id
 
     client = client or mlflow.MlflowClient()
     experiment = experiment_id(client, RECOMMENDATION_EXPERIMENT, "Every recommendation: inputs, registry "
@@ -138,13 +140,10 @@ def start_logger(uri: str, experiments) -> None:
 
 def main(argv=None) -> int:
     """Log the spooled recommendations of a store, then refresh its answer cache."""
-    from advisor.answer_cache import refresh
-    from advisor.candidates import gather_inputs
-    from store.keys import use_store
-
-    import mlflow
 
     import fcntl
+
+    import mlflow
 
     uri, *experiments = argv if argv is not None else sys.argv[1:]
     use_store(uri)

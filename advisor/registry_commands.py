@@ -6,8 +6,15 @@ import json
 
 import click
 
-from advisor.options import open_store, tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.options import open_store, tracking_uri_option
+from registry.api import list_versions
+from registry.laws.registered import QID_LAW, register_qid_fit, seed_published_laws
+from registry.lineage import version_lineage
+from registry.predictor.feature_table import TableQuery, build_feature_table, qid_table
+from registry.predictor.registered import register_evaluation
+from registry.versions import parse_reference
+
 
 def sweep_data_options(command):
     """--experiment / --family / --seed / --tracking-uri: which sweep runs a fit learns from."""
@@ -45,9 +52,7 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
     Every fit is judged leave-one-family-out; the champion alias moves only when the new version
     beats it on the same held-out evaluation, otherwise the new version becomes the challenger.
     """
-    from registry.predictor.feature_table import TableQuery, build_feature_table
     from registry.predictor.evaluation import evaluate_recipe
-    from registry.predictor.registered import register_evaluation
 
     client = open_store(tracking_uri)
     query = TableQuery(tuple(experiments), tuple(families), dataset_digest)
@@ -91,8 +96,6 @@ def fit_qid(experiments, families, bootstrap, seed, tracking_uri, max_bits, curr
     """
     import warnings
 
-    from registry.predictor.feature_table import TableQuery, build_feature_table, qid_table
-    from registry.laws.registered import QID_LAW, register_qid_fit, seed_published_laws
     from registry.laws.fitting import fit_qid_from_table
 
     client = open_store(tracking_uri)
@@ -141,7 +144,6 @@ def registry():
 @friendly_errors
 def versions(name, tracking_uri, as_json):
     """Versions of registered model NAME, newest first, with aliases and headline tags."""
-    from registry.api import list_versions
 
     rows = list_versions(name, open_store(tracking_uri))
     if as_json:
@@ -159,8 +161,6 @@ def versions(name, tracking_uri, as_json):
 @friendly_errors
 def lineage(reference, tracking_uri, as_json):
     """Where REFERENCE (name/3, name@champion, models:/…) came from: its fit run and data."""
-    from registry.lineage import version_lineage
-    from registry.versions import parse_reference
 
     client = open_store(tracking_uri)
     name, ref = parse_reference(reference)

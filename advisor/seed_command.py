@@ -9,9 +9,15 @@ from pathlib import Path
 
 import click
 
-from advisor.options import open_store, tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.options import open_store, tracking_uri_option
+from registry.catalog.entries import CatalogNotFoundError, load_catalog, refresh_catalog
+from registry.laws.registered import seed_published_laws
 from registry.measured_data import DEFAULT_FILE as DEFAULT_MEASURED
+from registry.measured_data import ZOO_EXPERIMENT, MeasuredDataError, import_runs, load
+from registry.predictor.feature_table import TableQuery, build_feature_table
+from registry.predictor.registered import CHAMPION, PREDICTOR, register_evaluation
+from store.errors import InputError
 
 
 def _say(message: str) -> None:
@@ -23,8 +29,6 @@ def ensure_seeded(client, experiments=("ptq-sweep",), say=_say):
 
     Returns the current catalog, so callers need not load it again.
     """
-    from registry.catalog.entries import CatalogNotFoundError, load_catalog, refresh_catalog
-    from registry.laws.registered import seed_published_laws
 
     seeded = seed_published_laws(client)
     for name, version in seeded.items():
@@ -55,8 +59,6 @@ def seed(experiments, tracking_uri, measured_data, fit):
     docs/real-model-study.md) come from a versioned data file; importing them is idempotent, and
     a loss predictor is fitted on them and registered citing the data version.
     """
-    from registry.catalog.entries import refresh_catalog
-    from registry.laws.registered import seed_published_laws
 
     data = None if measured_data.lower() == "none" else _measured_file(measured_data)  # checked before any write
     client = open_store(tracking_uri)
@@ -72,7 +74,6 @@ def seed(experiments, tracking_uri, measured_data, fit):
 def _measured_file(path: str):
     """The measured-data file's content, or None (said) when the embedded one is not in this checkout."""
 
-    from registry.measured_data import MeasuredDataError, load
 
     if path == str(DEFAULT_MEASURED) and not Path(path).exists():
         click.echo("no embedded measured data in this checkout: seeding laws and catalog only")
@@ -85,10 +86,7 @@ def _measured_file(path: str):
 
 
 def _seed_measured(client, data, experiments, fit) -> None:
-    from registry.predictor.feature_table import TableQuery, build_feature_table
-    from registry.measured_data import ZOO_EXPERIMENT, import_runs
     from registry.predictor.evaluation import evaluate_recipe
-    from registry.predictor.registered import register_evaluation
 
     counts = import_runs(client, data)
     click.echo(f"measured data {data['data_version']} ({data['models']} models, {data['variants']} variants): "
@@ -106,7 +104,7 @@ def _seed_measured(client, data, experiments, fit) -> None:
     for base in ("nll_fp", "nll_rtn", "rtn_fraction"):
         try:
             evaluation = evaluate_recipe({"kind": "rf", "base": base, "seed": 0}, table, (), 0.1)
-        except ValueError as err:  # e.g. a single model family: nothing to hold out
+        except InputError as err:  # e.g. a single model family: nothing to hold out
             click.echo(f"no loss predictor fitted on it: {err}")
             return
         version, decision = register_evaluation(evaluation, table, query, client=client,
@@ -117,8 +115,6 @@ def _seed_measured(client, data, experiments, fit) -> None:
 
 
 def _has_champion(client) -> bool:
-    from registry.predictor.registered import CHAMPION, PREDICTOR
-
     try:
         client.get_model_version_by_alias(PREDICTOR, CHAMPION)
         return True

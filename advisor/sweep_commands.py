@@ -7,9 +7,12 @@ import os
 
 import click
 
-from advisor.options import damping, dataset_option, methods_option, tracking_uri_option
 from advisor.errors import AdvisorError, SweepFailed, friendly_errors
+from advisor.options import damping, dataset_option, methods_option, tracking_uri_option
 from pipelines.quantize.formats import parse_formats
+from registry.catalog.entries import grow_catalog
+from store.keys import use_store
+from store.tracking_server import TrackingError
 
 
 @click.command()
@@ -55,16 +58,23 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
     A parent run per model, a child run per (format, method). Re-running resumes: variants whose
     FINISHED run exists (same model, data, settings and code) are reused, the rest are measured.
     """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from pipelines.sources.artifact_models import local_model
     from pipelines.sources.corpus import DEFAULT_DATASET
     from pipelines.sources.model_set import ModelEntry, ModelSetError, load_model_set
     from pipelines.sources.model_source import resolve
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from pipelines.sweep.config import SweepConfig
-    from store.tracking_server import TrackingError
+    from pipelines.sweep.ray_executor import RayExecutor
     from pipelines.sweep.runner import run_sweep, variant_count
-    from registry.catalog.entries import grow_catalog
+
 
     formats = [f.name for f in parse_formats(formats_spec)]
     chosen = methods
@@ -84,18 +94,15 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
             import ray  # noqa: F401
         except ImportError:
             raise AdvisorError("--executor ray needs Ray: pip install 'ptq-advisor[team]'") from None
-        from pipelines.sweep.ray_executor import RayExecutor
 
         runner = RayExecutor(ray_address)
     if tracking_uri:  # runs:/ model artifacts are read from this store
-        from store.keys import use_store
 
         use_store(tracking_uri)
     try:
         entries = load_model_set(models_file) if models_file else []
     except ModelSetError as err:
         raise AdvisorError(str(err)) from None
-    from pipelines.sources.artifact_models import local_model
 
     try:
         entries += [ModelEntry(local_model(m.strip())) for m in (models or "").split(",") if m.strip()]
@@ -162,9 +169,9 @@ def landscape(model, gguf_file, dataset, formats_spec, seeds, step, max_db, seq_
     Along seeded random directions (the typical landscape, Xu et al. Fig. 1) and, with --formats,
     along each format's RTN error direction, which reaches the RTN loss at SNR = SQNR (Fig. 2).
     """
-    from pipelines.sources.corpus import DEFAULT_DATASET
     from pipelines.measure.landscape_run import LandscapeConfig, run_landscape
-    from store.tracking_server import TrackingError
+    from pipelines.sources.corpus import DEFAULT_DATASET
+
 
     try:
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())

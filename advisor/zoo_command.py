@@ -6,9 +6,10 @@ import json
 
 import click
 
-from advisor.options import tracking_uri_option
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.options import tracking_uri_option
 from pipelines.zoo.presets import PRESETS, tokens_label
+from store.keys import use_store
 
 
 def _preset_help() -> str:
@@ -37,8 +38,8 @@ def zoo(preset, out, dataset, seed, device, experiment, tracking_uri, as_json):
     trained elsewhere (e.g. `--preset gpu` on a CUDA machine) is brought in by running this on
     its folder. Then sweep it: `advisor sweep --models-file OUT/PRESET/models.yaml --formats qid`.
     """
-    from store.keys import use_store
     from pipelines.zoo.suite import ZooConfig, run_zoo
+
 
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise AdvisorError(f"--device takes auto, cpu or cuda[:N], not {device!r}")

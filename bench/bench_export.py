@@ -75,8 +75,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from pipelines.sources.corpus import load_corpus
     from pipelines.export.export_model import ExportConfig, export_quantized
+    from pipelines.sources.corpus import load_corpus
     from pipelines.sources.model_source import load_model
     from pipelines.sources.token_windows import evaluation_windows
 

@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.results_file import machine, write_section  # noqa: E402
-from pipelines.sources.corpus import load_corpus  # noqa: E402
 from pipelines.measure.features import FeatureSettings, measure_variant  # noqa: E402
 from pipelines.measure.nll import evaluate_nll  # noqa: E402
-from pipelines.sources.model_source import load_model  # noqa: E402
 from pipelines.quantize.formats import parse_format  # noqa: E402
+from pipelines.sources.corpus import load_corpus  # noqa: E402
+from pipelines.sources.model_source import load_model  # noqa: E402
 from pipelines.sources.token_windows import calibration_windows, evaluation_windows  # noqa: E402
 
 

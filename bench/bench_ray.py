@@ -32,7 +32,11 @@ SETTINGS = ["--seq-len", "128", "--max-windows", "8", "--calibration-size", "8",
 
 
 def models() -> tuple[list[str], Path]:
-    from pipelines.sources.tiny_model import TinySpec, ensure_tiny_model, python_docs_text
+    from pipelines.sources.tiny_model import (
+        TinySpec,
+        ensure_tiny_model,
+        python_docs_text,
+    )
 
     text = python_docs_text()
     folders = []

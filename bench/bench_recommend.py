@@ -39,10 +39,14 @@ FORMATS = ("mxint3_32", "mxint4_32", "mxint4_128", "mxfp4_e2m1_32", "mxint6_32",
 
 def build_sweep(uri: str) -> None:
     from pipelines.sources.model_set import ModelEntry
+    from pipelines.sources.tiny_model import (
+        TinySpec,
+        ensure_tiny_model,
+        python_docs_text,
+    )
     from pipelines.sweep.config import SweepConfig
     from pipelines.sweep.runner import run_sweep
     from registry.catalog.entries import grow_catalog
-    from pipelines.sources.tiny_model import TinySpec, ensure_tiny_model, python_docs_text
 
     text = python_docs_text()
     models = WORK / "models"
@@ -73,9 +77,9 @@ def regret(uri: str) -> dict:
     import mlflow
     import numpy as np
 
+    from advisor.candidates import collect_rows
     from advisor.memory import MemoryPlan, parse_memory
     from advisor.recommend import NothingFits, choose
-    from advisor.candidates import collect_rows
     from pipelines.quantize.formats import parse_formats
     from registry.api import load_current_law
     from registry.predictor.feature_table import build_feature_table

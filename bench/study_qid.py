@@ -161,9 +161,13 @@ def main(argv=None):
     matplotlib.use("Agg")
     import mlflow
 
-    from store.keys import use_store
-    from registry.predictor.feature_table import TableQuery, build_feature_table, qid_table
+    from registry.predictor.feature_table import (
+        TableQuery,
+        build_feature_table,
+        qid_table,
+    )
     from store.experiments import experiment_id
+    from store.keys import use_store
 
     use_store(args.tracking_uri)
     client = mlflow.MlflowClient()

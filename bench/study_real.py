@@ -48,10 +48,10 @@ def held_out_predictions(table, family: str):
     """Predictions for `family`'s rows by every chooser fitted without it; DataFrame."""
     import numpy as np
 
-    from registry.predictor.feature_table import TARGET, qid_table
-    from registry.predictor.loss_predictor import LossPredictor
     from registry.laws.fitting import fit_qid_from_table
     from registry.laws.formulas import predict_qid
+    from registry.predictor.feature_table import TARGET, qid_table
+    from registry.predictor.loss_predictor import LossPredictor
 
     train, test = table[table["model_family"] != family], table[table["model_family"] == family].copy()
     for kind in ("rf", "xgb"):
@@ -424,9 +424,9 @@ def main(argv=None):
     import pandas as pd
 
     matplotlib.use("Agg")
-    from store.keys import use_store
     from registry.predictor.feature_table import TableQuery, build_feature_table
     from store.experiments import experiment_id
+    from store.keys import use_store
 
     use_store(args.tracking_uri)
     client = mlflow.MlflowClient()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.catalog.entries import Catalog, load_catalog
+from registry.laws.registered import LawNotFoundError
 from registry.lineage import version_lineage
 from registry.predictor.registered import PREDICTOR, LoadedPredictor, load_predictor
 from registry.versions import VersionNotFoundError, resolve_version
@@ -44,7 +45,6 @@ def load_current_law(name: str, ref: str = "current", client=None) -> Law:
     """The law version `ref` of `name` ('qid-law' or 'loss16-law') from its logged law.json."""
     import mlflow
 
-    from registry.laws.registered import LawNotFoundError
 
     client = client or mlflow.MlflowClient()
     try:

@@ -19,6 +19,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from store.errors import InputError
+from store.experiments import experiment_id as ensure_experiment
+
 FORMAT = "ptq-advisor/measured-runs/v1"
 DATA_TAG = "ptq.seed_data"
 SOURCE_TAG = "ptq.source_run_id"
@@ -29,7 +32,7 @@ DEFAULT_FILE = Path(__file__).resolve().parent / "data" / "measured-runs.json.gz
 ZOO_EXPERIMENT = "ptq-zoo"
 
 
-class MeasuredDataError(ValueError):
+class MeasuredDataError(InputError, ValueError):
     """A data file that is missing, altered or of another format; the message says which."""
 
 
@@ -139,7 +142,6 @@ def _finished_keys(client, experiment_id) -> dict:
 
 def import_runs(client, data: dict, say=lambda message: None) -> dict:
     """Recreate the file's runs in their experiments; {"models": n, "variants": n, "skipped": n}."""
-    from store.experiments import experiment_id as ensure_experiment
 
     version, counts, keys = data["data_version"], {"models": 0, "variants": 0, "skipped": 0}, {}
     for model in data["runs"]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-
+from store.errors import InputError
 from store.experiments import experiment_id
 
 REGISTRY_EXPERIMENT = "ptq-registry"
 
 
-class VersionNotFoundError(LookupError):
+class VersionNotFoundError(InputError, LookupError):
     """A registered model, version or alias that does not exist (message says what does)."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from store.errors import InputError
 
-class TrackingError(RuntimeError):
+
+class TrackingError(InputError, RuntimeError):
     """A tracking store that cannot be used; the message says which and why."""
 
 

@@ -6,7 +6,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never need the hub: fa
 import pytest
 import torch
 
-from pipelines.sources.tiny_model import TinySpec, build_model, ensure_tiny_model, python_docs_text, train_tokenizer
+from pipelines.sources.tiny_model import (
+    TinySpec,
+    build_model,
+    ensure_tiny_model,
+    python_docs_text,
+    train_tokenizer,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,11 @@
 """Architecture numbers read from transformers configs, and the parameter split they imply."""
 
-from pipelines.sources.architecture import architecture, embedding_params, non_embedding_params
 from pipelines.quantize.rtn import count_params
+from pipelines.sources.architecture import (
+    architecture,
+    embedding_params,
+    non_embedding_params,
+)
 
 
 def test_llama_facts_and_parameter_split(tiny_llama, tokenizer):

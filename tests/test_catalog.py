@@ -8,9 +8,22 @@ import pandas as pd
 import pytest
 import yaml
 
-from registry.catalog.entries import (CATALOG, CURRENT, CatalogEntry, CatalogError, CatalogNotFoundError, SEED_PATH,
-                              architecture_param_counts, content_digest, entries_from_runs, kv_cache_bytes,
-                              load_catalog, load_seed, merge, register_catalog)
+from registry.catalog.entries import (
+    CATALOG,
+    CURRENT,
+    SEED_PATH,
+    CatalogEntry,
+    CatalogError,
+    CatalogNotFoundError,
+    architecture_param_counts,
+    content_digest,
+    entries_from_runs,
+    kv_cache_bytes,
+    load_catalog,
+    load_seed,
+    merge,
+    register_catalog,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +59,9 @@ def test_parameter_counts_follow_from_the_architecture(seed):
 
 @pytest.mark.parametrize("fixture, architecture", [("tiny_llama", "llama"), ("tiny_gpt2", "gpt2")])
 def test_the_formulas_count_what_a_real_model_holds(request, fixture, architecture):
-    from pipelines.sources.architecture import architecture as facts_of, non_embedding_params
     from pipelines.quantize.rtn import count_params, find_weights
+    from pipelines.sources.architecture import architecture as facts_of
+    from pipelines.sources.architecture import non_embedding_params
 
     model = request.getfixturevalue(fixture)
     facts = facts_of(model)

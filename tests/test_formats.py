@@ -1,7 +1,13 @@
 import pytest
 
-from pipelines.quantize.formats import (PRESETS, FormatError, fp_element, int_element,
-                                        parse_format, parse_formats)
+from pipelines.quantize.formats import (
+    PRESETS,
+    FormatError,
+    fp_element,
+    int_element,
+    parse_format,
+    parse_formats,
+)
 
 
 @pytest.mark.parametrize("text, family, p, e, m, k, bpw", [

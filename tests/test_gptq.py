@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from pipelines.quantize.formats import parse_format
-from pipelines.quantize.gptq import HessianAccumulator, gptq_layer, gptq_quantize, output_mse
+from pipelines.quantize.gptq import (
+    HessianAccumulator,
+    gptq_layer,
+    gptq_quantize,
+    output_mse,
+)
 from pipelines.quantize.gptq_model import apply_gptq
 from pipelines.quantize.group_quantizer import GroupQuantizer
 from pipelines.quantize.rtn import WeightBackup, find_weights, quantize_weight

@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from pipelines.measure.features import FeatureSettings, measure_variant
-from pipelines.measure.landscape import Landscape, difference_direction, random_direction, weight_norm
+from pipelines.measure.landscape import (
+    Landscape,
+    difference_direction,
+    random_direction,
+    weight_norm,
+)
 from pipelines.measure.nll import evaluate_nll
 from pipelines.quantize.formats import parse_format
 from pipelines.quantize.rtn import find_weights, quantize_weight, rtn_quantized

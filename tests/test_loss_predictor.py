@@ -7,11 +7,19 @@ import mlflow
 import numpy as np
 import pytest
 
-from registry.predictor.feature_table import FEATURES, FeatureTableError, TableQuery, build_feature_table
 from registry.predictor.evaluation import evaluate_recipe
-from registry.predictor.registered import (PREDICTOR, PredictorNotFoundError, load_predictor,
-                                         register_evaluation)
-
+from registry.predictor.feature_table import (
+    FEATURES,
+    FeatureTableError,
+    TableQuery,
+    build_feature_table,
+)
+from registry.predictor.registered import (
+    PREDICTOR,
+    PredictorNotFoundError,
+    load_predictor,
+    register_evaluation,
+)
 from tests.conftest import SWEEP_FORMATS
 
 POOR = {"kind": "rf", "base": "none", "n_estimators": 1, "max_depth": 1}

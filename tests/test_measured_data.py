@@ -7,9 +7,9 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from advisor.cli import cli
-from store.keys import use_store
-from registry.predictor.feature_table import TableQuery, build_feature_table
 from registry.measured_data import DATA_TAG, export, load
+from registry.predictor.feature_table import TableQuery, build_feature_table
+from store.keys import use_store
 
 
 def _export(uri, path):
@@ -43,7 +43,9 @@ def test_a_sweep_exported_and_seeded_elsewhere_gives_the_same_feature_table(swee
     maes = {k: float(v.tags["lofo_mae"]) for k, v in versions.items() if "lofo_mae" in v.tags}
     if len(maes) == 3:
         assert maes[champion] == min(maes.values())
-    from bench.study_real import deployed_chooser  # the study's goal table names the champion
+    from bench.study_real import (
+        deployed_chooser,  # the study's goal table names the champion
+    )
 
     assert deployed_chooser(client) == {"1": "rf", "2": "rf_rtn", "3": "rf_frac"}[champion]
 

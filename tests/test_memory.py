@@ -2,10 +2,17 @@
 
 import pytest
 
-from advisor.memory import Architecture, BudgetError, MemoryPlan, kv_cache_bytes, parse_memory, weight_bytes
-from pipelines.sources.architecture import architecture
+from advisor.memory import (
+    Architecture,
+    BudgetError,
+    MemoryPlan,
+    kv_cache_bytes,
+    parse_memory,
+    weight_bytes,
+)
 from pipelines.quantize.formats import parse_format
 from pipelines.quantize.rtn import count_params, rtn_quantized
+from pipelines.sources.architecture import architecture
 
 
 @pytest.mark.parametrize("text, expected, unit", [

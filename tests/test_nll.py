@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from pipelines.measure.nll import evaluate_nll
-from pipelines.sources.token_windows import calibration_windows, evaluation_windows, tokenize, uses_bos
+from pipelines.sources.token_windows import (
+    calibration_windows,
+    evaluation_windows,
+    tokenize,
+    uses_bos,
+)
 
 
 @pytest.mark.parametrize("model_name", ["tiny_llama", "tiny_gpt2"])

@@ -7,8 +7,15 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from registry.laws.fitting import (PUBLISHED_LOSS16, PUBLISHED_QID, Loss16LawFit, QiDLawFit,
-                                   fit_qid_from_table, loss16, qid_delta)
+from registry.laws.fitting import (
+    PUBLISHED_LOSS16,
+    PUBLISHED_QID,
+    Loss16LawFit,
+    QiDLawFit,
+    fit_qid_from_table,
+    loss16,
+    qid_delta,
+)
 
 OTHER_LOSS16 = {"Nc": 1e14, "Dc": 1e11, "alpha_N": 0.08, "alpha_D": 0.3}  # far from the published start
 
@@ -181,7 +188,13 @@ def test_seeded_laws_reload_through_the_current_alias(tracking_uri):
 def test_registering_fits_adds_versions_and_moves_current(tracking_uri):
     import mlflow
 
-    from registry.laws.registered import LOSS16_LAW, QID_LAW, load_law, register_loss16_fit, register_qid_fit
+    from registry.laws.registered import (
+        LOSS16_LAW,
+        QID_LAW,
+        load_law,
+        register_loss16_fit,
+        register_qid_fit,
+    )
 
     X, y = _qid_sample(n=30, law={**PUBLISHED_QID, "k": 0.05})
     fits = fit_qid_from_table(X.assign(delta_nll=y, method="rtn", family="mx"), n_bootstrap=20)
@@ -214,7 +227,12 @@ def test_registering_fits_adds_versions_and_moves_current(tracking_uri):
 
 
 def test_load_law_explains_what_is_missing(tracking_uri):
-    from registry.laws.registered import QID_LAW, LawNotFoundError, load_law, seed_published_laws
+    from registry.laws.registered import (
+        QID_LAW,
+        LawNotFoundError,
+        load_law,
+        seed_published_laws,
+    )
 
     with pytest.raises(LawNotFoundError, match=r"no registered model 'qid-law' has any version.*"
                                                r"seed_published_laws\(\)") as err:

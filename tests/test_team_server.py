@@ -19,13 +19,24 @@ from mlflow.exceptions import MlflowException
 from mlflow.server import get_app_client
 
 from advisor.cli import cli
-from tests.team_services import SCRIPT, deadline, free_port, script_env, team_server_fixture
+from tests.team_services import (
+    SCRIPT,
+    deadline,
+    free_port,
+    script_env,
+    team_server_fixture,
+)
 from tests.test_gate import FAST as EXPORT_FAST
 from tests.test_ray_executor import ray_sweep_matches_local
 from tests.test_sweep import FAST as SWEEP_FAST
 from tests.test_sweep import ROOT, sweep_args
-from tests.test_sweep_reliability import (_start, _variants, assert_exactly_once, kill_at_random_points_then_resume,
-                                          two_overlapping_sweeps_at_once)
+from tests.test_sweep_reliability import (
+    _start,
+    _variants,
+    assert_exactly_once,
+    kill_at_random_points_then_resume,
+    two_overlapping_sweeps_at_once,
+)
 
 pytestmark = pytest.mark.team
 

@@ -23,6 +23,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.export.onnx_weights import quantize_initializers, quantized_bytes
+from pipelines.measure.evaluate_formats import sequence_length
+from pipelines.measure.nll import evaluate_nll
+from pipelines.quantize.classic_int import int_scales
+from pipelines.quantize.encoding import encode
+from pipelines.quantize.formats import parse_format
+from pipelines.quantize.gptq_model import apply_gptq
+from pipelines.quantize.rtn import apply_rtn, find_weights
+from pipelines.sources.corpus import load_corpus
+from pipelines.sources.model_source import load_model
+from pipelines.sources.token_windows import calibration_windows, evaluation_windows
+from store.errors import InputError
+
 # onnxruntime's fp32 graph of SmolLM2-135M alone differs from PyTorch by 1.1e-4 (summation order
 # over 30 layers); 1e-3 leaves room for that and still catches any wrong code or scale (≥ 1e-2).
 LOGITS_ATOL = 1e-3
@@ -34,7 +47,7 @@ class ExportError(RuntimeError):
     """The export did not verify (the message says which check failed)."""
 
 
-class ExportInputError(ExportError):
+class ExportInputError(InputError, ExportError):
     """The export cannot start: destination, architecture or method (bad input)."""
 
 
@@ -108,10 +121,6 @@ def supported_architecture(model_type: str) -> None:
 
 
 def _quantize(model, fmt, method, tokenizer, corpus, seq_len, config):
-    from pipelines.quantize.classic_int import int_scales
-    from pipelines.quantize.gptq_model import apply_gptq
-    from pipelines.quantize.rtn import apply_rtn, find_weights
-    from pipelines.sources.token_windows import calibration_windows
 
     targets = find_weights(model)
     if method == "gptq":
@@ -146,14 +155,6 @@ def export_quantized(config: ExportConfig, say=print) -> dict:
     from optimum.exporters.onnx import main_export
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    from pipelines.sources.corpus import load_corpus
-    from pipelines.measure.evaluate_formats import sequence_length
-    from pipelines.export.onnx_weights import quantize_initializers, quantized_bytes
-    from pipelines.measure.nll import evaluate_nll
-    from pipelines.sources.model_source import load_model
-    from pipelines.quantize.encoding import encode
-    from pipelines.quantize.formats import parse_format
-    from pipelines.sources.token_windows import evaluation_windows
 
     out = Path(config.out).resolve()
     check_destination(out, config.force)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.sources.corpus import Corpus
 from pipelines.measure.features import FeatureSettings, measure_variant
 from pipelines.measure.nll import NllResult, evaluate_nll
 from pipelines.quantize.formats import Format
 from pipelines.quantize.rtn import count_params, find_weights
-from pipelines.sources.token_windows import calibration_windows, evaluation_and_subset_windows
+from pipelines.sources.corpus import Corpus
+from pipelines.sources.token_windows import (
+    calibration_windows,
+    evaluation_and_subset_windows,
+)
+from store.errors import InputError
 
 DEFAULT_MAX_SEQ_LEN = 2048
 
@@ -50,7 +54,7 @@ def sequence_length(model, requested: int | None = None, cap: int = DEFAULT_MAX_
     context = model_context(model)
     if requested:
         if context and requested > context:
-            raise ValueError(f"sequence length {requested} exceeds the model's context of {context} tokens")
+            raise InputError(f"sequence length {requested} exceeds the model's context of {context} tokens")
         return requested
     return min(context, cap) if context else cap
 

@@ -9,6 +9,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.measure.evaluate_formats import sequence_length
+from pipelines.measure.landscape import (
+    Landscape,
+    difference_direction,
+    random_direction,
+)
+from pipelines.measure.nll import evaluate_nll
+from pipelines.quantize.formats import parse_formats
+from pipelines.quantize.rtn import find_weights, rtn_quantized
+from pipelines.sources.corpus import load_corpus
+from pipelines.sources.model_set import short_name
+from pipelines.sources.model_source import load_model
+from pipelines.sources.token_windows import evaluation_windows
+from store.errors import InputError
+from store.experiments import experiment_id
+from store.keys import use_store
+from store.tracking_server import check_tracking_server
+
 
 @dataclass(frozen=True)
 class LandscapeConfig:
@@ -31,15 +49,13 @@ class LandscapeConfig:
 def snr_grid(step_db: float, max_db: float) -> list[float]:
     """0, step, 2·step, … up to `max_db` (dB)."""
     if step_db <= 0 or max_db <= 0:
-        raise ValueError("the landscape grid needs a positive step and maximum (dB)")
+        raise InputError("the landscape grid needs a positive step and maximum (dB)")
     n = int(round(max_db / step_db))
     return [i * step_db for i in range(n + 1)]
 
 
 def directions_for(model, targets, seeds, formats) -> tuple[dict, dict]:
     """({name: unit direction}, {format name: SQNR dB}) — seeded random and RTN error directions."""
-    from pipelines.measure.landscape import difference_direction, random_direction
-    from pipelines.quantize.rtn import rtn_quantized
 
     directions = {f"random-{seed}": random_direction(targets, seed) for seed in seeds}
     sqnr = {}
@@ -84,18 +100,6 @@ def run_landscape(config: LandscapeConfig, tracking_uri: str | None = None, say=
     """Measure and log one model's radial profiles; returns the run id and the points."""
     import mlflow
 
-    from pipelines.sources.corpus import load_corpus
-    from pipelines.measure.evaluate_formats import sequence_length
-    from pipelines.measure.landscape import Landscape
-    from pipelines.measure.nll import evaluate_nll
-    from pipelines.sources.model_source import load_model
-    from pipelines.quantize.formats import parse_formats
-    from pipelines.quantize.rtn import find_weights
-    from store.tracking_server import check_tracking_server
-    from pipelines.sources.model_set import short_name
-    from store.keys import use_store
-    from pipelines.sources.token_windows import evaluation_windows
-    from store.experiments import experiment_id
 
     formats = parse_formats(list(config.formats)) if config.formats else []
     grid = snr_grid(config.step_db, config.max_db)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.sources.token_windows import EvalWindows
+from store.errors import InputError
 
 CE_CHUNK_ROWS = 256
 
@@ -70,5 +71,5 @@ def evaluate_nll(model, windows: EvalWindows, batch_size: int = 8) -> NllResult:
     finally:
         model.train(was_training)
     if not math.isfinite(total):
-        raise FloatingPointError("the model's loss is not finite (NaN/Inf logits)")
+        raise InputError("the model's loss is not finite (NaN/Inf logits): check its weights and dtype")
     return NllResult(total, windows.predicted_tokens, windows.predicted_bytes)

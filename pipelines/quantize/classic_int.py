@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from pipelines.quantize.formats import Format
+from store.errors import InputError
 
 COARSE_ALPHAS = torch.linspace(1.0, 0.2, 17)  # step 0.05
 FINE_OFFSETS = torch.linspace(-0.05, 0.05, 21)  # step 0.005 around the coarse winner
@@ -87,7 +88,7 @@ def quantize_int(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
     if fmt.family != "int":
         raise ValueError(f"{fmt} is not a classic int format")
     if not bool(torch.isfinite(weight).all()):
-        raise ValueError("weight tensor holds NaN or Inf values; int quantization needs finite weights")
+        raise InputError("weight tensor holds NaN or Inf values; int quantization needs finite weights")
     n = weight.shape[-1]
     x = weight.float().reshape(-1, n)
     qmax = 2 ** (fmt.precision - 1) - 1

@@ -20,9 +20,10 @@ import torch
 
 from pipelines.quantize.formats import Format
 from pipelines.quantize.mx import block_amax, shared_exponents
+from store.errors import InputError
 
 
-class EncodingError(ValueError):
+class EncodingError(InputError, ValueError):
     """A weight that is not exactly on the format's grid."""
 
 

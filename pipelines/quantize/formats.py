@@ -17,6 +17,8 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from store.errors import InputError
+
 E8M0_BITS = 8  # the MX shared scale: an 8-bit power of two
 CLASSIC_SCALE_BITS = 16  # classic int scales are stored as fp16
 
@@ -30,7 +32,7 @@ _MXFP = re.compile(r"mxfp(\d+)_e(\d+)m(\d+)_(\d+)")
 _INT = re.compile(r"int(\d+)_(tens|chan|g(\d+))")
 
 
-class FormatError(ValueError):
+class FormatError(InputError, ValueError):
     """A format string that does not follow the grammar; the message says how to fix it."""
 
 

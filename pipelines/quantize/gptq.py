@@ -27,6 +27,7 @@ import torch
 
 from pipelines.quantize.formats import Format
 from pipelines.quantize.group_quantizer import GroupQuantizer
+from store.errors import InputError
 
 DAMP_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)  # Xu et al. §4.3
 
@@ -99,7 +100,7 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, fmt: Format, *, damp: f
     scales used (an export stores them).
     """
     if mx_mode not in ("column", "block"):
-        raise ValueError(f"mx_mode must be 'column' or 'block', not {mx_mode!r}")
+        raise InputError(f"mx_mode must be 'column' or 'block', not {mx_mode!r}")
     WT = weight.detach().float().t().contiguous()  # row c = weight column c
     H = H.float().clone()
     columns = WT.shape[0]

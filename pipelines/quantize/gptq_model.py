@@ -17,8 +17,15 @@ from torch import nn
 
 from pipelines.quantize.formats import Format
 from pipelines.quantize.gptq import DAMP_GRID, HessianAccumulator, gptq_layer
-from pipelines.quantize.rtn import (LayerStats, QuantizationReport, WeightTarget, transformer_blocks,
-                                    count_params, find_weights)
+from pipelines.quantize.rtn import (
+    LayerStats,
+    QuantizationReport,
+    WeightTarget,
+    count_params,
+    find_weights,
+    transformer_blocks,
+)
+from store.errors import InputError
 
 
 def _module_of(model: nn.Module, target: WeightTarget) -> nn.Module:
@@ -151,7 +158,7 @@ def apply_gptq(model: nn.Module, fmt: Format, calibration: torch.Tensor, *,
     (Xu et al.); a number fixes the damping (the reference's 0.01).
     """
     if hessians not in ("fp", "sequential"):
-        raise ValueError(f"hessians must be 'fp' or 'sequential', not {hessians!r}")
+        raise InputError(f"hessians must be 'fp' or 'sequential', not {hessians!r}")
     targets = find_weights(model) if targets is None else targets
     report = QuantizationReport(fmt, total_params=count_params(model), rest_bits=rest_bits)
     options = {"damp": damp, "damp_grid": damp_grid, "blocksize": blocksize, "mx_mode": mx_mode}

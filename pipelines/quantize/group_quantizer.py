@@ -13,8 +13,13 @@ import torch
 
 from pipelines.quantize.classic_int import row_scales
 from pipelines.quantize.formats import Format
-from pipelines.quantize.mx import (block_amax, block_scales, needs_float64, quantize_blocks,
-                                   shared_exponents)
+from pipelines.quantize.mx import (
+    block_amax,
+    block_scales,
+    needs_float64,
+    quantize_blocks,
+    shared_exponents,
+)
 
 
 class GroupQuantizer:

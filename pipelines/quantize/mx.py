@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from pipelines.quantize.formats import Format
+from store.errors import InputError
 
 E8M0_MIN, E8M0_MAX = -127, 127
 # Rows are processed in chunks of about this many elements so that the dozen temporaries of the
@@ -49,7 +50,7 @@ def block_amax(blocks: torch.Tensor) -> torch.Tensor:
 def shared_exponents(amax: torch.Tensor, fmt: Format) -> torch.Tensor:
     """The E8M0 exponent S = floor(log2 amax) - emax_elem, clamped to [-127, 127]; int32."""
     if not bool(torch.isfinite(amax).all()):
-        raise ValueError("weight tensor holds NaN or Inf values; MX quantization needs finite weights")
+        raise InputError("weight tensor holds NaN or Inf values; MX quantization needs finite weights")
     bias = 1023 if amax.dtype == torch.float64 else 127
     # A zero (or float32-subnormal) block gets the minimum exponent; zeros stay zeros anyway.
     exp = _floor_log2_biased(amax).to(torch.int32) - bias

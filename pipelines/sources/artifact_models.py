@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+
+from store.errors import InputError
 from store.paths import cache_root
 
 SCHEMES = ("runs:/", "models:/")
@@ -33,9 +35,9 @@ def local_model(spec: str, cache_dir: str | Path | None = None) -> str:
     try:
         mlflow.artifacts.download_artifacts(spec, dst_path=str(tmp))
     except (MlflowException, OSError) as err:
-        raise ValueError(f"could not download model {spec}: {str(err).splitlines()[0][:200]}") from None
+        raise InputError(f"could not download model {spec}: {str(err).splitlines()[0][:200]}") from None
     found = [p.parent for p in tmp.rglob("config.json")]
     if len(found) != 1:
-        raise ValueError(f"{spec} holds {len(found)} model folders (config.json); name the folder itself")
+        raise InputError(f"{spec} holds {len(found)} model folders (config.json); name the folder itself")
     found[0].rename(folder)  # atomic: a half-downloaded model is never swept
     return str(folder)

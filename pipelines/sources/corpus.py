@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.sources.hub_access import use_offline_mode_if_unreachable
+from pipelines.sources.offline_corpora import NAMED_CORPORA, fetch_corpus
+from store.errors import InputError
 
 DEFAULT_DATASET = "Salesforce/wikitext:wikitext-2-raw-v1"
 TEXT_SUFFIXES = (".txt", ".md", ".text")
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError, ValueError):
     """A dataset that cannot be loaded; the message says what to try instead."""
 
 
@@ -94,7 +96,6 @@ def _from_hub(spec: str) -> tuple[str, str]:
 
 def load_corpus(spec: str = DEFAULT_DATASET, *, validation_fraction: float = 0.1) -> Corpus:
     """Load a corpus from a local path or a hub id (see module doc); raise CorpusError."""
-    from pipelines.sources.offline_corpora import NAMED_CORPORA, fetch_corpus
 
     path = fetch_corpus(spec) if spec in NAMED_CORPORA else Path(spec).expanduser()
     if path.is_file():

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.sources.artifact_models import is_artifact_uri, local_model
+from store.errors import InputError
 
 
-class ModelSetError(ValueError):
+class ModelSetError(InputError, ValueError):
     """A models file that cannot be used; the message says what is wrong."""
 
 

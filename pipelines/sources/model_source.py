@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.sources.hub_access import use_offline_mode_if_unreachable
+from store.errors import InputError
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(InputError, RuntimeError):
     """A model that could not be loaded; the message says why and what to try."""
 
 

@@ -19,10 +19,12 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from store.errors import InputError
 from store.paths import cache_root
 
 
-class OfflineCorpusError(ValueError):
+class OfflineCorpusError(InputError, ValueError):
     """A named corpus that could not be fetched; the message says why."""
 
 

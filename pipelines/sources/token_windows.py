@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from store.errors import InputError
+
 
 @dataclass(frozen=True)
 class TokenizedText:
@@ -90,7 +92,7 @@ def _windows(stream: TokenizedText, tokenizer, seq_len: int, max_windows: int | 
     stride = seq_len - 1 if with_bos else seq_len
     n = stream.ids.size // stride
     if n == 0:
-        raise ValueError(f"evaluation text has {stream.ids.size} tokens, fewer than one window of {seq_len}")
+        raise InputError(f"evaluation text has {stream.ids.size} tokens, fewer than one window of {seq_len}")
     starts = np.arange(n) * stride
     if max_windows is not None and max_windows < n:
         starts = starts[np.linspace(0, n - 1, max_windows).round().astype(np.int64)]
@@ -112,7 +114,7 @@ def calibration_windows(tokenizer, text: str, seq_len: int, n: int = 128, *, see
     with_bos = uses_bos(tokenizer, bos)
     length = seq_len - 1 if with_bos else seq_len
     if ids.size <= length:
-        raise ValueError(f"calibration text has {ids.size} tokens, too few for windows of {seq_len}")
+        raise InputError(f"calibration text has {ids.size} tokens, too few for windows of {seq_len}")
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, ids.size - length, size=n)
     rows = np.stack([ids[s:s + length] for s in starts])

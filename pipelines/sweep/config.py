@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass
 
 from pipelines.sources.model_set import ModelEntry
 
-
 METHODS = ("rtn", "gptq")
 
 

@@ -12,7 +12,9 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from pipelines.sources.model_set import ModelEntry
+from pipelines.sources.model_set import ModelEntry, short_name
+from pipelines.sweep.run_tree import sweep_model
+from store.keys import use_store
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,6 @@ def sweep_unit(unit: SweepUnit, say: Callable[[str], None] | None = None,
     import mlflow
     from mlflow import MlflowClient
 
-    from pipelines.sources.model_set import short_name
-    from pipelines.sweep.run_tree import sweep_model
-    from store.keys import use_store
 
     if unit.threads:
         import torch

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.measure.features import FeatureSettings
+from pipelines.measure.evaluate_formats import sequence_length
+from pipelines.measure.features import FeatureSettings, measure_gptq, measure_rtn
 from pipelines.measure.nll import NllResult
 from pipelines.quantize.formats import parse_formats
+from pipelines.quantize.rtn import find_weights
+from pipelines.sources.corpus import load_corpus
 from pipelines.sources.model_set import ModelEntry, short_name
+from pipelines.sources.model_source import load_model
+from pipelines.sources.token_windows import (
+    calibration_windows,
+    evaluation_and_subset_windows,
+)
 from pipelines.sweep.config import SweepConfig
 from store.keys import code_version, variant_key
 
@@ -33,11 +41,6 @@ class ModelContext:
     """What measuring any variant of one base model needs, loaded once per process (no MLflow)."""
 
     def __init__(self, config: SweepConfig, entry: ModelEntry):
-        from pipelines.sources.corpus import load_corpus
-        from pipelines.measure.evaluate_formats import sequence_length
-        from pipelines.sources.model_source import load_model
-        from pipelines.quantize.rtn import find_weights
-        from pipelines.sources.token_windows import evaluation_and_subset_windows
 
         self.config, self.entry = config, entry
         self.corpus = load_corpus(config.dataset)
@@ -57,7 +60,6 @@ class ModelContext:
         self._calibration = None
 
     def calibration(self):
-        from pipelines.sources.token_windows import calibration_windows
 
         if self._calibration is None:
             self._calibration = calibration_windows(self.tokenizer, self.corpus.train, self.seq_len,
@@ -85,7 +87,6 @@ class ModelContext:
 
     def measure(self, variant: Variant):
         """(metrics, tables) of one variant; the model's weights are restored afterwards."""
-        from pipelines.measure.features import measure_gptq, measure_rtn
 
         fmt, fp = variant.fmt, self.fp
         if variant.method == "rtn":

@@ -14,11 +14,17 @@ from __future__ import annotations
 import os
 import sys
 import time
-from types import SimpleNamespace
 from collections.abc import Iterable, Iterator
+from types import SimpleNamespace
 
 from pipelines.sweep.executors import SweepUnit
 from pipelines.sweep.machine import MACHINE_TAG, describe
+from pipelines.sweep.model_context import ModelContext
+from pipelines.sweep.plots import log_variant_plots
+from pipelines.sweep.run_tree import finished_variants, open_model_run
+from store.errors import InputError
+from store.keys import use_store
+from store.run_claims import Waiting, claimed_run, wait_for
 
 # what a worker on another node needs from the driver's environment to reach the same store
 FORWARDED_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
@@ -32,8 +38,6 @@ _context = {}  # this worker's loaded model: {unit identity: ModelContext}, at m
 def _worker_context(unit: SweepUnit):
     import mlflow
 
-    from pipelines.sweep.model_context import ModelContext
-    from store.keys import use_store
 
     use_store(unit.tracking_uri)
     mlflow.set_experiment(experiment_id=unit.experiment_id)
@@ -58,7 +62,6 @@ def prepare_model(unit: SweepUnit) -> tuple[str, str, int]:
     import mlflow
     from mlflow import MlflowClient
 
-    from pipelines.sweep.run_tree import open_model_run
 
     ctx = _worker_context(unit)
     with open_model_run(mlflow, MlflowClient(), unit.experiment_id, ctx, _say(ctx.name), unit.root_run_id) as run:
@@ -71,7 +74,6 @@ def measure_variant(unit: SweepUnit, parent_id: str, index: int) -> tuple[str, d
     import mlflow
     from mlflow import MlflowClient
 
-    from store.run_claims import Waiting, claimed_run, wait_for
 
     ctx = _worker_context(unit)
     client = MlflowClient()
@@ -110,7 +112,7 @@ class RayExecutor:
         env["MLFLOW_DISABLE_TELEMETRY"] = "true"
         if self.address:
             if tracking_uri.startswith("sqlite:") or tracking_uri.startswith("file:"):
-                raise ValueError(f"a Ray cluster at {self.address} cannot reach the local store {tracking_uri}: "
+                raise InputError(f"a Ray cluster at {self.address} cannot reach the local store {tracking_uri}: "
                                  "sweep into a tracking server (see README: Running for a team)")
             ray.init(address=self.address, runtime_env={"env_vars": env}, log_to_driver=False)
         else:
@@ -119,9 +121,9 @@ class RayExecutor:
         return True
 
     def run(self, units: Iterable[SweepUnit], say, done) -> Iterator[tuple[SweepUnit, dict]]:
-        import ray
-
         from dataclasses import replace
+
+        import ray
 
         units = [replace(u, threads=self.cpus_per_task) for u in units]
         if not units:
@@ -137,8 +139,6 @@ class RayExecutor:
         import mlflow
         from mlflow import MlflowClient
 
-        from pipelines.sweep.plots import log_variant_plots
-        from pipelines.sweep.run_tree import finished_variants
 
         opts = {"num_cpus": self.cpus_per_task}
         prepare = ray.remote(**opts)(prepare_model)

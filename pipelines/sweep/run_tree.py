@@ -18,15 +18,17 @@ import os
 import time
 from pathlib import Path
 
-from pipelines.sweep.machine import MACHINE_TAG, describe
+from pipelines.measure.nll import evaluate_nll
+from pipelines.quantize.rtn import count_params
+from pipelines.sources.architecture import architecture, non_embedding_params
 from pipelines.sources.model_set import ModelEntry
-from store.run_claims import settle
-from store.run_claims import order as _order
 from pipelines.sweep.config import SweepConfig
+from pipelines.sweep.machine import MACHINE_TAG, describe
 from pipelines.sweep.model_context import ModelContext
 from pipelines.sweep.plots import log_landscape, log_variant_plots
 from store.keys import KEY_TAG, KIND_TAG, code_version, runs_with_key, variant_key
-from store.run_claims import Waiting, claimed_run, wait_for
+from store.run_claims import Waiting, claimed_run, settle, wait_for
+from store.run_claims import order as _order
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -49,7 +51,6 @@ def _log_dataset(mlflow, corpus) -> None:
 def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_run_id: str | None = None):
     """Start (or resume) the model's parent run and make sure it holds the fp loss and the
     landscape profile; the active run. The caller ends it. `ctx.fp` stays None if that failed."""
-    from pipelines.sources.architecture import architecture
 
     config, entry, spec = ctx.config, ctx.entry, ctx.entry.spec
     previous = runs_with_key(client, experiment_id, ctx.model_key)
@@ -119,9 +120,6 @@ def _landscape_done(client, parent_id: str, config: SweepConfig) -> bool:
 
 def _measure_setup(mlflow, client, parent_id: str, ctx: ModelContext, say):
     """Log the fp loss and the landscape profile on the parent run; (timings, no tables) for the claim run."""
-    from pipelines.sources.architecture import non_embedding_params
-    from pipelines.measure.nll import evaluate_nll
-    from pipelines.quantize.rtn import count_params
 
     config, seconds = ctx.config, {}
     if "nll_fp" not in client.get_run(parent_id).data.metrics:

@@ -19,8 +19,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from store.keys import KEY_TAG, KIND_TAG, finished_run, use_store, variant_key
+from pipelines.measure.nll import evaluate_nll
+from pipelines.sources.corpus import load_corpus
+from pipelines.sources.tiny_model import train_tokenizer
+from pipelines.sources.token_windows import evaluation_windows
 from pipelines.zoo.presets import PRESETS, ZooPreset, tokens_label
+from pipelines.zoo.training import read_info, train_size
+from store.experiments import experiment_id as ensure_experiment
+from store.keys import KEY_TAG, KIND_TAG, finished_run, use_store, variant_key
 
 EXPERIMENT = "ptq-zoo"
 MODELS_FILE = "models.yaml"
@@ -70,8 +76,6 @@ def _training_code() -> str:
 
 
 def _validation(tokenizer, corpus, preset: ZooPreset):
-    from pipelines.measure.nll import evaluate_nll
-    from pipelines.sources.token_windows import evaluation_windows
 
     windows = evaluation_windows(tokenizer, corpus.validation, preset.seq_len,
                                  max_windows=preset.eval_windows, bos=False)
@@ -87,7 +91,6 @@ def _tokenizer(config: ZooConfig, corpus):
     """The suite's BPE tokenizer, trained once on the train split and kept with the suite."""
     from transformers import PreTrainedTokenizerFast
 
-    from pipelines.sources.tiny_model import train_tokenizer
 
     folder = config.folder / "tokenizer"
     if (folder / "tokenizer.json").exists():
@@ -117,7 +120,6 @@ class ZooLogger:
         import mlflow
         from mlflow import MlflowClient
 
-        from store.experiments import experiment_id as ensure_experiment
 
         self.mlflow, self.client, self.config, self.corpus, self.say = mlflow, MlflowClient(), config, corpus, say
         self.experiment_id = ensure_experiment(
@@ -145,7 +147,6 @@ class ZooLogger:
 
     def log(self, folder: Path, size) -> str:
         """The run id of this checkpoint's run, logging it first if it is not in the store."""
-        from pipelines.zoo.training import read_info
 
         info = read_info(folder)
         key = variant_key(self.base | {"size": size.name, "train_tokens": info["train_tokens"]})
@@ -194,8 +195,6 @@ def run_zoo(config: ZooConfig, tracking_uri: str | None = None, say=print) -> di
     """Train (or resume) every size of the preset, log every checkpoint; returns a summary dict."""
     import torch
 
-    from pipelines.sources.corpus import load_corpus
-    from pipelines.zoo.training import read_info, train_size
 
     if tracking_uri:
         use_store(tracking_uri)

@@ -26,6 +26,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
+from registry.versions import (
+    VersionNotFoundError,
+    registry_experiment_id,
+    resolve_version,
+    version_artifact,
+)
+from store.errors import InputError
+
 CATALOG = "ptq-candidate-catalog"
 CURRENT = "current"
 SEED_PATH = Path(__file__).with_name("seed.yaml")
@@ -36,11 +44,11 @@ _DESCRIPTION = ("Candidate base models for the advisor: parameter counts, traini
                 "and the source of every number. Alias current: the catalog the advisor answers from.")
 
 
-class CatalogError(ValueError):
+class CatalogError(InputError, ValueError):
     """A catalog entry or file that cannot be used; the one-line message names the entry and field."""
 
 
-class CatalogNotFoundError(LookupError):
+class CatalogNotFoundError(InputError, LookupError):
     """No catalog version where one was asked for; the message says how to register one."""
 
 
@@ -427,7 +435,6 @@ def register_catalog(entries: list[CatalogEntry], description: str, source: str,
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    from registry.versions import registry_experiment_id
 
     if not entries:
         raise CatalogError("an empty catalog cannot be registered: start from load_seed()")
@@ -492,7 +499,6 @@ def load_catalog(ref: str = CURRENT, client=None) -> Catalog:
     """The catalog version `ref` (alias, number or 'latest'), its content checked against its digest."""
     import mlflow
 
-    from registry.versions import VersionNotFoundError, resolve_version, version_artifact
 
     client = client or mlflow.MlflowClient()
     try:

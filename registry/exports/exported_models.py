@@ -11,7 +11,6 @@ from pathlib import Path
 
 from store.experiments import experiment_id
 
-
 EXPORT_EXPERIMENT = "ptq-exports"
 PIP_REQUIREMENTS = ["mlflow==3.17.2", "onnxruntime==1.32.0", "optimum==2.1.0", "optimum-onnx==0.1.0",
                     "transformers==4.57.6", "pandas==3.1.1"]

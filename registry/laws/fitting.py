@@ -16,8 +16,14 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from registry.laws.published import (PUBLISHED_LOSS16, PUBLISHED_QID, PUBLISHED_SOURCE,  # noqa: F401
-                                     published_loss16_law, published_qid_law)
+from registry.laws.published import (  # noqa: F401
+    PUBLISHED_LOSS16,
+    PUBLISHED_QID,
+    PUBLISHED_SOURCE,
+    published_loss16_law,
+    published_qid_law,
+)
+from store.errors import InputError
 
 
 def qid_delta(N, D, P, k, alpha, beta, gamma):
@@ -107,7 +113,7 @@ class _LogSpaceLawFit(RegressorMixin, BaseEstimator):
         keep = y > 0
         self.n_dropped_ = int((~keep).sum())  # ≤ 0 has no logarithm: counted, not fitted
         if keep.sum() < 5:
-            raise ValueError(f"{int(keep.sum())} rows with {self.TARGET} > 0 (of {len(y)}; "
+            raise InputError(f"{int(keep.sum())} rows with {self.TARGET} > 0 (of {len(y)}; "
                              f"{self.n_dropped_} ≤ 0 dropped): a fit in log space needs at least 5")
         logX, logy = np.log(X[keep]), np.log(y[keep])
         self._check_identifiable(logX)
@@ -153,7 +159,7 @@ class QiDLawFit(_LogSpaceLawFit):
         self.fixed_ = tuple(self._EXPONENT_OF[c] for c, v in zip(self.COLUMNS, varies) if not v)
         design = np.column_stack([np.ones(len(logX))] + [logX[:, j] for j in range(3) if varies[j]])
         if np.linalg.matrix_rank(design) < design.shape[1]:
-            raise ValueError("log N, log D and log P are collinear in these rows (e.g. D proportional "
+            raise InputError("log N, log D and log P are collinear in these rows (e.g. D proportional "
                              "to N): their exponents cannot be told apart; add rows that vary them "
                              "independently")
 
@@ -207,7 +213,7 @@ class Loss16LawFit(_LogSpaceLawFit):
 
     def _check_identifiable(self, logX) -> None:
         if min(len(np.unique(np.round(logX[:, j], 9))) for j in range(2)) < 2:
-            raise ValueError("the 16-bit law needs models of at least 2 sizes N and 2 training "
+            raise InputError("the 16-bit law needs models of at least 2 sizes N and 2 training "
                              "lengths D to separate its two terms")
 
     def _starts(self):
@@ -257,5 +263,5 @@ def fit_qid_from_table(df, by=("method", "family"), n_bootstrap: int = 200, seed
         fits[key] = law.as_law(f"least squares in log space on {law.n_rows_} rows "
                                f"({law.n_dropped_} with ΔNLL ≤ 0 dropped), {n_bootstrap} bootstraps{held}")
     if not fits:
-        raise ValueError(f"no QiD law could be fitted: {reasons}")
+        raise InputError(f"no QiD law could be fitted: {reasons}")
     return fits

@@ -6,6 +6,8 @@ QiD: ΔqLoss(N, D, P) = k·D^β/(N^α·P^γ); 16-bit: L(N, D) = [(Nc/N)^(αN/αD
 import numpy as np
 import pandas as pd
 
+from store.errors import InputError
+
 DEFAULT_QID_KEY = "gptq/int"
 
 
@@ -19,7 +21,7 @@ def qid_law_key(fits: dict, method, family) -> str:
         return max(same_method, key=lambda key: (fits[key].get("n_rows") or 0, key))
     if DEFAULT_QID_KEY in fits:
         return DEFAULT_QID_KEY
-    raise ValueError(f"no QiD law for {exact!r} and no {DEFAULT_QID_KEY!r} fallback; "
+    raise InputError(f"no QiD law for {exact!r} and no {DEFAULT_QID_KEY!r} fallback; "
                      f"this version holds {sorted(fits)}")
 
 

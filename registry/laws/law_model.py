@@ -18,7 +18,12 @@ no scikit-learn; tests hold them equal to the fitting code's.
 import mlflow
 import pandas as pd
 
-from registry.laws.formulas import DEFAULT_QID_KEY, predict_loss16, predict_qid, qid_law_key  # noqa: F401
+from registry.laws.formulas import (  # noqa: F401
+    DEFAULT_QID_KEY,
+    predict_loss16,
+    predict_qid,
+    qid_law_key,
+)
 
 
 class LawModel(mlflow.pyfunc.PythonModel):

@@ -13,8 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.laws.published import PUBLISHED_SOURCE, published_loss16_law, published_qid_law
-from registry.versions import VersionNotFoundError, registry_experiment_id, resolve_version
+from registry.laws.published import (
+    PUBLISHED_SOURCE,
+    published_loss16_law,
+    published_qid_law,
+)
+from registry.versions import (
+    VersionNotFoundError,
+    registry_experiment_id,
+    resolve_version,
+)
+from store.errors import InputError
 
 QID_LAW, LOSS16_LAW = "qid-law", "loss16-law"
 CURRENT = "current"
@@ -45,7 +54,7 @@ def fit_qid_from_table(*args, **kwargs):
     return fit(*args, **kwargs)
 
 
-class LawNotFoundError(LookupError):
+class LawNotFoundError(InputError, LookupError):
     """No law version where one was asked for (the message says what exists and how to seed)."""
 
 
@@ -142,7 +151,7 @@ def register_qid_fit(fits: dict, training_run_ids: list[str], description: str, 
     A version without a "gptq/int" fit gets the published one, so every row has a last fallback.
     """
     if not fits:
-        raise ValueError("no QiD fits to register: fit some with fit_qid_from_table(table)")
+        raise InputError("no QiD fits to register: fit some with fit_qid_from_table(table)")
     fits = {"gptq/int": published_qid_law(), **fits}
     tags = {"source": f"fit on {len(training_run_ids)} runs", "kind": "fit", "keys": ",".join(sorted(fits)),
             "n_rows": ",".join(f"{key}={fit.get('n_rows') or 'unpublished'}" for key, fit in sorted(fits.items())),

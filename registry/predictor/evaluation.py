@@ -15,6 +15,7 @@ import numpy as np
 
 from registry.predictor.feature_table import TARGET
 from registry.predictor.loss_predictor import LossPredictor, conformal_halfwidth
+from store.errors import InputError
 
 DEFAULT_ALPHA = 0.1  # 90 % prediction intervals
 
@@ -81,13 +82,13 @@ def evaluate_recipe(recipe: dict, table, holdout_models=(), alpha: float = DEFAU
     labelled = table.dropna(subset=[TARGET]).reset_index(drop=True)
     unknown = set(holdout_models) - set(labelled["model"])
     if unknown:
-        raise ValueError(f"held-out model(s) {sorted(unknown)} have no GPTQ rows; "
+        raise InputError(f"held-out model(s) {sorted(unknown)} have no GPTQ rows; "
                          f"models with rows: {sorted(set(labelled['model']))}")
     held = labelled["model"].isin(holdout_models).to_numpy()
     train = labelled[~held].reset_index(drop=True)
     families = train["model_family"].to_numpy()
     if len(set(families)) < 2:
-        raise ValueError(f"leave-one-family-out needs runs of at least 2 model families; the table has "
+        raise InputError(f"leave-one-family-out needs runs of at least 2 model families; the table has "
                          f"{sorted(set(families)) or 'none'} (give sweep models a family in --models-file)")
     predictor = LossPredictor(**recipe)
     lofo = leave_one_group_out(predictor, train, families)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from store.errors import InputError
+
 # Xu et al.'s predictor inputs (App. D): D, NLL_fp, SQNR_rtn, NLL_rtn, slope, P, E, K
 FEATURES = ("quantized_params", "nll_fp", "sqnr_rtn_db", "nll_rtn", "slope_rtn",
             "precision", "exp_bits", "block_size")
@@ -17,7 +19,7 @@ IDENTITY = ("model", "model_family", "format", "format_family", "dataset_digest"
             "parent_run_id", "rtn_run_id", "gptq_run_id", "experiment_id")
 
 
-class FeatureTableError(LookupError):
+class FeatureTableError(InputError, LookupError):
     """No usable runs where the table was asked for."""
 
 

@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from registry.predictor.feature_table import FEATURES
 from registry.predictor.spec import spec_scale
+from store.errors import InputError
 
 # base → the column added back to the trees' output, and (rtn_fraction) the column whose excess over
 # it scales that output
@@ -78,15 +79,15 @@ class LossPredictor(RegressorMixin, BaseEstimator):
             return XGBRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
                                 learning_rate=self.learning_rate, random_state=self.seed,
                                 n_jobs=1, tree_method="exact")
-        raise ValueError(f"kind must be 'rf' or 'xgb', not {self.kind!r}")
+        raise InputError(f"kind must be 'rf' or 'xgb', not {self.kind!r}")
 
     def fit(self, X, y):
         """Fit on a DataFrame X (FEATURES + base column) and NLL_gptq y (nats/token)."""
         if self.base not in BASES:
-            raise ValueError(f"base must be one of {sorted(BASES)}, not {self.base!r}")
+            raise InputError(f"base must be one of {sorted(BASES)}, not {self.base!r}")
         y = np.asarray(y, dtype=np.float64)
         if len(y) < 2 or not np.isfinite(y).all():
-            raise ValueError("the loss predictor needs at least 2 rows with a finite NLL after GPTQ")
+            raise InputError("the loss predictor needs at least 2 rows with a finite NLL after GPTQ")
         self.regressor_ = self._regressor().fit(_features(X), (y - _base(X, self.base)) / _scale(X, self.base))
         self.n_features_in_ = len(FEATURES)
         return self

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.predictor.feature_table import FEATURES, TARGET
-from registry.versions import VersionNotFoundError, registry_experiment_id, resolve_version, version_artifact
+from registry.versions import (
+    VersionNotFoundError,
+    registry_experiment_id,
+    resolve_version,
+    version_artifact,
+)
+from store.errors import InputError
 
 PREDICTOR = "ptq-loss-predictor"
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -24,7 +30,7 @@ PIP_REQUIREMENTS = ["mlflow==3.17.2", "numpy==2.4.6", "pandas==3.1.1", "scikit-l
 _CODE = str(Path(__file__).with_name("predictor_model.py"))
 
 
-class PredictorNotFoundError(LookupError):
+class PredictorNotFoundError(InputError, LookupError):
     """No predictor version where one was asked for."""
 
 
