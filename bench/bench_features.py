@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.results_file import machine, write_section  # noqa: E402
-from pipelines.measure.features import FeatureSettings, measure_variant  # noqa: E402
+from pipelines.measure.evaluate_formats import measure_variant
+from pipelines.measure.features import FeatureSettings  # noqa: E402
 from pipelines.measure.nll import evaluate_nll  # noqa: E402
 from pipelines.quantize.formats import parse_format  # noqa: E402
 from pipelines.sources.corpus import load_corpus  # noqa: E402

@@ -23,8 +23,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.results_file import machine, write_section  # noqa: E402
+from pipelines.gptq.layer import HessianAccumulator, gptq_quantize, output_mse  # noqa: E402
 from pipelines.quantize.formats import parse_format  # noqa: E402
-from pipelines.quantize.gptq import HessianAccumulator, gptq_quantize, output_mse  # noqa: E402
 from pipelines.quantize.rtn import quantize_weight  # noqa: E402
 
 

@@ -27,12 +27,12 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from bench.results_file import machine, write_section  # noqa: E402
-from pipelines.quantize.formats import parse_format  # noqa: E402
-from pipelines.quantize.gptq import gptq_layer, output_mse  # noqa: E402
+from pipelines.gptq.layer import gptq_layer, output_mse  # noqa: E402
 
 # apply_gptq's own fp-Hessian pass, on a subset of targets; not made public because any edit to
 # pipelines/quantize changes code_version() and so every measured variant's key
-from pipelines.quantize.gptq_model import _HessianHooks, _run  # noqa: E402
+from pipelines.gptq.model import _HessianHooks, _run  # noqa: E402
+from pipelines.quantize.formats import parse_format  # noqa: E402
 from pipelines.quantize.rtn import find_weights, quantize_weight  # noqa: E402
 from pipelines.sources.corpus import load_corpus  # noqa: E402
 from pipelines.sources.model_source import load_model  # noqa: E402

@@ -25,13 +25,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from bench.results_file import machine, write_section  # noqa: E402
-from pipelines.measure.nll import evaluate_nll  # noqa: E402
-from pipelines.quantize.formats import parse_format  # noqa: E402
 
 # apply_gptq's own two stages, timed apart; not made public because any edit to pipelines/quantize
 # changes code_version() and so every measured variant's key
-from pipelines.quantize.gptq import DAMP_GRID  # noqa: E402
-from pipelines.quantize.gptq_model import _HessianHooks, _quantize_targets, _run  # noqa: E402
+from pipelines.gptq.layer import DAMP_GRID  # noqa: E402
+from pipelines.gptq.model import _HessianHooks, _quantize_targets, _run  # noqa: E402
+from pipelines.measure.nll import evaluate_nll  # noqa: E402
+from pipelines.quantize.formats import parse_format  # noqa: E402
 from pipelines.quantize.rtn import (  # noqa: E402
     QuantizationReport,
     WeightBackup,

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from pipelines.gptq.layer import HessianAccumulator, gptq_layer
 from pipelines.quantize.classic_int import int_scales, quantize_int
 from pipelines.quantize.encoding import EncodingError, container_bits, encode, max_code
 from pipelines.quantize.formats import parse_format
-from pipelines.quantize.gptq import HessianAccumulator, gptq_layer
 from pipelines.quantize.mx import quantize_mx
 
 

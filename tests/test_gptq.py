@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from pipelines.quantize.formats import parse_format
-from pipelines.quantize.gptq import (
+from pipelines.gptq.layer import (
     HessianAccumulator,
     gptq_layer,
     gptq_quantize,
     output_mse,
 )
-from pipelines.quantize.gptq_model import apply_gptq
+from pipelines.gptq.model import apply_gptq
+from pipelines.quantize.formats import parse_format
 from pipelines.quantize.group_quantizer import GroupQuantizer
 from pipelines.quantize.rtn import WeightBackup, find_weights, quantize_weight
 from pipelines.sources.token_windows import calibration_windows

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from pipelines.measure.features import FeatureSettings, measure_variant
+from pipelines.measure.evaluate_formats import measure_variant
+from pipelines.measure.features import FeatureSettings
 from pipelines.measure.landscape import (
     Landscape,
     difference_direction,

@@ -214,16 +214,16 @@ def test_workers_sweep_models_in_parallel_processes(trained_model_dir, tiny_gpt2
 
 def test_a_failing_variant_is_logged_failed_and_the_sweep_goes_on(trained_model_dir, corpus_file,
                                                                  tmp_path, monkeypatch):
-    import pipelines.measure.features
+    import pipelines.sweep.model_context as model_context
 
-    measure_gptq = pipelines.measure.features.measure_gptq
+    measure_gptq = model_context.measure_gptq
 
     def broken_for_int4_chan(model, fmt, *args, **kwargs):  # a fault injected into one variant
         if fmt.name == "int4_chan":
             raise RuntimeError("Hessian is not positive definite")
         return measure_gptq(model, fmt, *args, **kwargs)
 
-    monkeypatch.setattr(pipelines.measure.features, "measure_gptq", broken_for_int4_chan)
+    monkeypatch.setattr(model_context, "measure_gptq", broken_for_int4_chan)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
     assert result.exit_code == 1
@@ -241,7 +241,7 @@ def test_a_failing_variant_is_logged_failed_and_the_sweep_goes_on(trained_model_
     parent = next(r for r in all_runs if r.data.tags.get("ptq.kind") == "model")
     assert parent.info.status == "FINISHED"  # the model's other variants and plots are kept
 
-    monkeypatch.setattr(pipelines.measure.features, "measure_gptq", measure_gptq)
+    monkeypatch.setattr(model_context, "measure_gptq", measure_gptq)
     again = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
     assert again.exit_code == 0, again.output
     assert again.output.count("reused run") == 3
@@ -253,14 +253,14 @@ def test_a_failing_variant_is_logged_failed_and_the_sweep_goes_on(trained_model_
 
 def test_a_model_whose_fp_loss_fails_reports_its_variants_failed_and_resumes(trained_model_dir, corpus_file,
                                                                             tmp_path, monkeypatch):
-    import pipelines.measure.nll
+    import pipelines.sweep.run_tree as run_tree
 
-    evaluate_nll = pipelines.measure.nll.evaluate_nll
+    evaluate_nll = run_tree.evaluate_nll
 
     def out_of_memory(*args, **kwargs):  # a fault injected into the model's fp evaluation
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(pipelines.measure.nll, "evaluate_nll", out_of_memory)
+    monkeypatch.setattr(run_tree, "evaluate_nll", out_of_memory)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
     assert result.exit_code == 1, result.output
@@ -273,7 +273,7 @@ def test_a_model_whose_fp_loss_fails_reports_its_variants_failed_and_resumes(tra
     setup = next(r for r in all_runs if r.data.tags["ptq.kind"] == "setup")
     assert setup.data.tags["ptq.error"] == "RuntimeError: CUDA out of memory"
 
-    monkeypatch.setattr(pipelines.measure.nll, "evaluate_nll", evaluate_nll)
+    monkeypatch.setattr(run_tree, "evaluate_nll", evaluate_nll)
     again = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri))
     assert again.exit_code == 0, again.output
     _, all_runs = runs(uri)

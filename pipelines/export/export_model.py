@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.export.onnx_weights import quantize_initializers, quantized_bytes
+from pipelines.gptq.model import apply_gptq
 from pipelines.measure.evaluate_formats import sequence_length
 from pipelines.measure.nll import evaluate_nll
 from pipelines.quantize.classic_int import int_scales
 from pipelines.quantize.encoding import encode
 from pipelines.quantize.formats import parse_format
-from pipelines.quantize.gptq_model import apply_gptq
 from pipelines.quantize.rtn import apply_rtn, find_weights
 from pipelines.sources.corpus import load_corpus
 from pipelines.sources.model_source import load_model

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.measure.features import FeatureSettings, measure_variant
+import torch
+
+from pipelines.gptq.features import measure_gptq
+from pipelines.measure.features import FeatureSettings, measure_rtn
 from pipelines.measure.nll import NllResult, evaluate_nll
 from pipelines.quantize.formats import Format
 from pipelines.quantize.rtn import count_params, find_weights
 from pipelines.sources.corpus import Corpus
 from pipelines.sources.token_windows import (
+    EvalWindows,
     calibration_windows,
     evaluation_and_subset_windows,
 )
@@ -90,3 +94,20 @@ def evaluate_formats(model, tokenizer, corpus: Corpus, formats: list[Format],
 def fp_bytes(model, rest_bits: int = 16) -> float:
     """Bytes of the unquantized model with every parameter at `rest_bits`."""
     return count_params(model) * rest_bits / 8
+
+
+def measure_variant(model, fmt: Format, windows: EvalWindows, slope_windows: EvalWindows, *,
+                    fp: NllResult | None = None, calibration: torch.Tensor | None = None,
+                    settings: FeatureSettings = FeatureSettings(), targets=None) -> dict:
+    """Feature record of `model` in `fmt`; GPTQ runs when `calibration` windows are given.
+
+    `windows` evaluate the NLLs; the cheaper `slope_windows` (a subset) serve the slope.
+    The model's weights are the same afterwards as before.
+    """
+    targets = find_weights(model) if targets is None else targets
+    fp = fp or evaluate_nll(model, windows, settings.batch_size)
+    record = measure_rtn(model, fmt, windows, slope_windows, fp, settings=settings, targets=targets)
+    if calibration is not None:
+        record.update(measure_gptq(model, fmt, windows, calibration, settings=settings,
+                                   targets=targets))
+    return record

@@ -10,13 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import torch
-
 from pipelines.measure.landscape import Landscape
 from pipelines.measure.nll import NllResult, evaluate_nll
 from pipelines.quantize.formats import Format
-from pipelines.quantize.gptq_model import apply_gptq
-from pipelines.quantize.rtn import WeightBackup, find_weights, rtn_quantized
+from pipelines.quantize.rtn import find_weights, rtn_quantized
 from pipelines.sources.token_windows import EvalWindows
 
 
@@ -61,38 +58,3 @@ def measure_rtn(model, fmt: Format, windows: EvalWindows, slope_windows: EvalWin
     }
 
 
-def measure_gptq(model, fmt: Format, windows: EvalWindows, calibration: torch.Tensor, *,
-                 settings: FeatureSettings = FeatureSettings(), targets=None) -> dict:
-    """The predictor's target: NLL and SQNR after GPTQ (calibrated on `calibration` windows)."""
-    targets = find_weights(model) if targets is None else targets
-    start = time.perf_counter()
-    backup = WeightBackup(targets)
-    try:
-        report, damps = apply_gptq(
-            model, fmt, calibration, targets=targets, hessians=settings.hessians,
-            damp=settings.damp, mx_mode=settings.mx_mode, batch_size=settings.batch_size)
-        gptq = evaluate_nll(model, windows, settings.batch_size)
-    finally:
-        backup.restore()
-    return {"sqnr_gptq_db": report.sqnr_db, "nll_gptq": gptq.nll, "bpb_gptq": gptq.bits_per_byte,
-            "bytes": report.total_bytes,
-            "seconds_gptq": time.perf_counter() - start,
-            "damp_median": float(torch.tensor(list(damps.values())).median()),
-            "gptq_layers": report.layer_table()}
-
-
-def measure_variant(model, fmt: Format, windows: EvalWindows, slope_windows: EvalWindows, *,
-                    fp: NllResult | None = None, calibration: torch.Tensor | None = None,
-                    settings: FeatureSettings = FeatureSettings(), targets=None) -> dict:
-    """Feature record of `model` in `fmt`; GPTQ runs when `calibration` windows are given.
-
-    `windows` evaluate the NLLs; the cheaper `slope_windows` (a subset) serve the slope.
-    The model's weights are the same afterwards as before.
-    """
-    targets = find_weights(model) if targets is None else targets
-    fp = fp or evaluate_nll(model, windows, settings.batch_size)
-    record = measure_rtn(model, fmt, windows, slope_windows, fp, settings=settings, targets=targets)
-    if calibration is not None:
-        record.update(measure_gptq(model, fmt, windows, calibration, settings=settings,
-                                   targets=targets))
-    return record

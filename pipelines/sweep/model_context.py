@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.gptq.features import measure_gptq
 from pipelines.measure.evaluate_formats import sequence_length
-from pipelines.measure.features import FeatureSettings, measure_gptq, measure_rtn
+from pipelines.measure.features import FeatureSettings, measure_rtn
 from pipelines.measure.nll import NllResult
 from pipelines.quantize.formats import parse_formats
 from pipelines.quantize.rtn import find_weights
@@ -17,7 +18,8 @@ from pipelines.sources.token_windows import (
     evaluation_and_subset_windows,
 )
 from pipelines.sweep.config import SweepConfig
-from store.keys import code_version, variant_key
+from pipelines.sweep.measuring_code import core_code_version, method_code_version
+from store.keys import variant_key
 
 
 def _numeric(record: dict, names: list[str]) -> dict:
@@ -49,7 +51,7 @@ class ModelContext:
         self.seq_len = sequence_length(self.model, config.seq_len)
         self.name = entry.name or short_name(self.source.gguf_file or entry.spec)
         self.model_key = variant_key({"model": self.source.fingerprint, "dataset": self.corpus.digest,
-                                      "settings": config.result_settings(), "code": code_version()})
+                                      "settings": config.result_settings(), "code": core_code_version()})
         self.settings = FeatureSettings(slope_seeds=tuple(config.seed + i for i in range(3)),
                                         hessians=config.hessians, damp=config.damp,
                                         batch_size=config.batch_size)
@@ -81,9 +83,15 @@ class ModelContext:
                     "block_size": fmt.block_size or 0, "granularity": fmt.granularity}
             for method in self.config.methods:
                 out.append(Variant(f"{self.name} · {fmt.name} · {method}",
-                                   variant_key({"model": self.model_key, "format": fmt.name, "method": method}),
+                                   self.variant_key(fmt.name, method),
                                    fmt, method, {**base, "method": method}))
         return out
+
+    def variant_key(self, format_name: str, method: str) -> str:
+        """The key of one variant: its model's key, the format, the method and that method's own code."""
+        fields = {"model": self.model_key, "format": format_name, "method": method}
+        code = method_code_version(method)
+        return variant_key(fields | {"code": code} if code else fields)
 
     def measure(self, variant: Variant):
         """(metrics, tables) of one variant; the model's weights are restored afterwards."""

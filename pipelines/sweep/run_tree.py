@@ -24,9 +24,10 @@ from pipelines.sources.architecture import architecture, non_embedding_params
 from pipelines.sources.model_set import ModelEntry
 from pipelines.sweep.config import SweepConfig
 from pipelines.sweep.machine import MACHINE_TAG, describe
+from pipelines.sweep.measuring_code import core_code_version, method_code_version
 from pipelines.sweep.model_context import ModelContext
 from pipelines.sweep.plots import log_landscape, log_variant_plots
-from store.keys import KEY_TAG, KIND_TAG, code_version, runs_with_key, variant_key
+from store.keys import KEY_TAG, KIND_TAG, runs_with_key, variant_key
 from store.run_claims import Waiting, claimed_run, settle, wait_for
 from store.run_claims import order as _order
 
@@ -75,7 +76,8 @@ def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_r
                            "family": entry.family, "train_tokens": entry.train_tokens,
                            "dataset": ctx.corpus.spec, "dataset_digest": ctx.corpus.digest,
                            "seq_len": ctx.seq_len, "windows": len(ctx.windows.input_ids),
-                           "bos": ctx.windows.bos, "code_version": code_version(),
+                           "bos": ctx.windows.bos, "code_version": core_code_version(),
+                           "code_version.gptq": method_code_version("gptq"),
                            **{f"arch.{k}": v for k, v in architecture(ctx.model).items()},
                            **{f"setting.{k}": v for k, v in config.result_settings().items()}})
         _log_dataset(mlflow, ctx.corpus)

@@ -13,7 +13,6 @@ for `advisor sweep --models-file`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -25,8 +24,10 @@ from pipelines.sources.tiny_model import train_tokenizer
 from pipelines.sources.token_windows import evaluation_windows
 from pipelines.zoo.presets import PRESETS, ZooPreset, tokens_label
 from pipelines.zoo.training import read_info, train_size
+from store.code_version import code_version
 from store.experiments import experiment_id as ensure_experiment
-from store.keys import KEY_TAG, KIND_TAG, finished_run, use_store, variant_key
+from store.keys import KEY_TAG, KIND_TAG, use_store, variant_key
+from store.run_claims import Heartbeat, claim_tags, settle
 
 EXPERIMENT = "ptq-zoo"
 MODELS_FILE = "models.yaml"
@@ -70,9 +71,8 @@ def _device(choice: str) -> str:
 
 
 def _training_code() -> str:
-    """Hash of the training code: a change to it is a different suite."""
-    source = (Path(__file__).with_name("training.py")).read_bytes()
-    return hashlib.sha256(source).hexdigest()[:12]
+    """The training code's version (its meaning, not its bytes): a change to it is a different suite."""
+    return code_version(str(Path(__file__).with_name("training.py"))).rpartition("+")[2]
 
 
 def _validation(tokenizer, corpus, preset: ZooPreset):
@@ -150,34 +150,40 @@ class ZooLogger:
 
         info = read_info(folder)
         key = variant_key(self.base | {"size": size.name, "train_tokens": info["train_tokens"]})
-        done = finished_run(self.client, self.experiment_id, key)
-        if done is not None:
-            return done.info.run_id
+        while True:  # reuse the checkpoint's FINISHED run; wait while another process logs it
+            done, live = settle(self.client, self.experiment_id, key)
+            if done is not None:
+                return done.info.run_id
+            if not live:
+                break
+            time.sleep(2.0)
         parent = self._parent(size)
         name = checkpoint_name(self.config.preset, size.name, info["train_tokens"])
         run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={KEY_TAG: key, KIND_TAG: "zoo-checkpoint",
+                                     tags={KEY_TAG: key, KIND_TAG: "zoo-checkpoint", **claim_tags(),
                                            "mlflow.parentRunId": parent, "ptq.zoo.family": family(self.config.preset)})
         run_id = run.info.run_id
         try:
-            for param, value in {"size": size.name, "step": info["step"], "seed": info["seed"],
-                                 "device": info["device"], "checkpoint": str(folder.resolve())}.items():
-                self.client.log_param(run_id, param, value)
-            metrics = {m: float(info[m]) for m in ("train_tokens", "total_params", "non_embedding_params",
-                                                   "train_loss", "nll_val", "bpb_val", "train_seconds")}
-            now = int(time.time() * 1000)
-            from mlflow.entities import Metric
+            with Heartbeat(self.client, run_id):
+                for param, value in {"size": size.name, "step": info["step"], "seed": info["seed"],
+                                     "device": info["device"], "checkpoint": str(folder.resolve())}.items():
+                    self.client.log_param(run_id, param, value)
+                metrics = {m: float(info[m]) for m in ("train_tokens", "total_params", "non_embedding_params",
+                                                       "train_loss", "nll_val", "bpb_val", "train_seconds")}
+                now = int(time.time() * 1000)
+                from mlflow.entities import Metric
 
-            self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
-            self.client.log_batch(parent, metrics=[Metric(m, float(info[m]), now, int(info["train_tokens"]))
-                                                   for m in ("train_loss", "nll_val", "bpb_val")])
-            self.client.log_artifacts(run_id, str(folder), "checkpoint")
+                self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+                self.client.log_batch(parent, metrics=[Metric(m, float(info[m]), now, int(info["train_tokens"]))
+                                                       for m in ("train_loss", "nll_val", "bpb_val")])
+                self.client.log_artifacts(run_id, str(folder), "checkpoint")
         except Exception:
             self.client.set_terminated(run_id, status="FAILED")
             raise
         self.client.set_terminated(run_id, status="FINISHED")
         self.say(f"logged {name} (run {run_id[:8]})")
-        return run_id
+        winner, _ = settle(self.client, self.experiment_id, key)  # a same-instant twin: the earlier stays
+        return winner.info.run_id
 
 
 def write_models_file(config: ZooConfig, rows: list[dict]) -> Path:

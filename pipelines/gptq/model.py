@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipelines.gptq.layer import DAMP_GRID, HessianAccumulator, gptq_layer
 from pipelines.quantize.formats import Format
-from pipelines.quantize.gptq import DAMP_GRID, HessianAccumulator, gptq_layer
 from pipelines.quantize.rtn import (
     LayerStats,
     QuantizationReport,
