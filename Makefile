@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install test demo bench zoo study-sweep study clean
+.PHONY: install test demo bench zoo study-sweep study clean cli-docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# docs/cli.md from the commands' --help (the suite fails when it is stale)
+cli-docs: $(STAMP)
+	$(BIN)/python -m advisor.cli_docs
 
 # The demo measures a tiny model, exports it to low-bit ONNX (registered as demo-tiny-llama),
 # seeds the store (sqlite:///mlflow.db here) with the published laws, the measured runs of the

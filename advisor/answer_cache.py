@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.api import Law
-from registry.catalog.entries import catalog_from_dict
+from registry.catalog.registered import catalog_from_dict
 from registry.predictor.registered import LoadedPredictor
 from store.paths import cache_root
 from store.uri import sqlite_file

@@ -7,7 +7,7 @@ from advisor.answer_cache import StoreInputs
 from advisor.errors import AdvisorError
 from advisor.recommend import catalog_rows, measured_rows
 from registry.api import load_champion, load_current_law
-from registry.catalog.entries import load_catalog
+from registry.catalog.registered import load_catalog
 from registry.laws.registered import LawNotFoundError
 from registry.predictor.feature_table import (
     FeatureTableError,

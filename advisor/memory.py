@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from pipelines.quantize.formats import Format
+from registry.catalog.params import kv_bytes
 from store.errors import InputError
 
 UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -26,7 +27,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?\s*([a-z]+)\s*$", re.I
 REST_BITS = 16  # unquantized parameters at the deployment dtype
 
 
-class BudgetError(InputError, ValueError):
+class BudgetError(InputError):
     """A memory size that cannot be understood."""
 
 
@@ -108,12 +109,6 @@ def weight_bytes(arch: Architecture, fmt: Format | None, container: bool = False
     return quantized + (arch.total_params - arch.quantized_params) * REST_BITS / 8
 
 
-def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, context: int, batch: int,
-                   bits: int = 16) -> float:
-    """Keys and values of every layer for `batch` sequences of `context` tokens, bytes."""
-    return 2 * layers * kv_heads * head_dim * context * batch * bits / 8
-
-
 @dataclass(frozen=True)
 class MemoryPlan:
     """What counts towards the budget besides the weights."""
@@ -125,6 +120,6 @@ class MemoryPlan:
 
     def total(self, weights: float, layers: int, kv_heads: int, head_dim: int) -> dict:
         """{weights, kv_cache, overhead, total} in bytes."""
-        kv = kv_cache_bytes(layers, kv_heads, head_dim, self.context, self.batch, self.kv_bits) if self.context else 0.0
+        kv = kv_bytes(layers, kv_heads, head_dim, self.context, self.batch, self.kv_bits / 8) if self.context else 0.0
         extra = weights * self.overhead
         return {"weights": weights, "kv_cache": kv, "overhead": extra, "total": weights + kv + extra}

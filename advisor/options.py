@@ -22,7 +22,7 @@ def dataset_option(help_text: str = DATASET_HELP):
 def _methods(ctx, param, value: str) -> tuple[str, ...]:
     chosen = tuple(m.strip() for m in value.split(",") if m.strip())
     if not chosen or set(chosen) - set(METHODS):
-        raise click.BadParameter(f"takes rtn, gptq or both (comma-separated), not {value!r}")
+        raise AdvisorError(f"--methods takes rtn, gptq or both (comma-separated), not {value!r}")
     return chosen
 
 

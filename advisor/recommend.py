@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from advisor.memory import Architecture, Budget, MemoryPlan, weight_bytes
 from pipelines.quantize.formats import Format
+from registry.catalog.architectures import layout
 
 SCHEMA = "ptq-advisor/recommendation/v1"
 ASSUMED_BYTES_PER_TOKEN = 4.0  # English BPE text, when a catalog model's tokenizer was never measured
@@ -22,8 +23,6 @@ LN2 = math.log(2)
 ARCHITECTURE_FIELDS = ("total_params", "non_embedding_params", "layers", "hidden_size", "intermediate_size",
                        "heads", "kv_heads", "head_dim")
 # config.json model_type → MLP and attention layout (the memory model needs the Linear shapes)
-UNGATED = {"gpt2", "gpt_neox", "bloom", "opt"}  # up/down MLP; the rest are gate/up/down
-FUSED_QKV = {"gpt2", "gpt_neox", "bloom", "phi3"}  # one query-key-value tensor
 
 
 class NothingFits(RuntimeError):
@@ -115,11 +114,11 @@ def measured_rows(table, formats: dict[str, Format], methods, plan: MemoryPlan, 
 
 def architecture_of(entry) -> Architecture:
     """The memory model's view of a catalog entry."""
-    kind = (entry.architecture or "llama").lower()
+    shape = layout(entry.architecture)
     return Architecture(layers=entry.layers, hidden_size=entry.hidden_size,
                         intermediate_size=entry.intermediate_size, heads=entry.heads,
                         kv_heads=entry.kv_heads, head_dim=entry.head_dim, total_params=entry.total_params,
-                        gated_mlp=kind not in UNGATED, fused_qkv=kind in FUSED_QKV)
+                        gated_mlp=shape.gated_mlp, fused_qkv=shape.fused_qkv)
 
 
 def catalog_rows(entries, formats: dict[str, Format], methods, plan: MemoryPlan, qid_law, loss16_law,

@@ -63,7 +63,7 @@ def _say(message: str) -> None:
 @click.option("--dataset", default=None,
               help="With --export: calibration / verification text [default: the sweep's dataset].")
 @tracking_uri_option
-@click.option("--json", "as_json", is_flag=True, help="The recommendation as JSON (schema in README).")
+@click.option("--json", "as_json", is_flag=True, help="The recommendation as JSON (schema in docs/recommend.md).")
 @friendly_errors
 def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bits, overhead, max_delta_nll,
               top, experiments, plot, export_dir, dataset, tracking_uri, as_json):

@@ -11,7 +11,8 @@ import click
 
 from advisor.errors import AdvisorError, friendly_errors
 from advisor.options import open_store, tracking_uri_option
-from registry.catalog.entries import CatalogNotFoundError, load_catalog, refresh_catalog
+from registry.catalog.entries import CatalogNotFoundError
+from registry.catalog.registered import load_catalog, refresh_catalog
 from registry.laws.registered import seed_published_laws
 from registry.measured_data import DEFAULT_FILE as DEFAULT_MEASURED
 from registry.measured_data import ZOO_EXPERIMENT, MeasuredDataError, import_runs, load

@@ -10,7 +10,7 @@ import click
 from advisor.errors import AdvisorError, SweepFailed, friendly_errors
 from advisor.options import damping, dataset_option, methods_option, tracking_uri_option
 from pipelines.quantize.formats import parse_formats
-from registry.catalog.entries import grow_catalog
+from registry.catalog.registered import grow_catalog
 from store.keys import use_store
 from store.tracking_server import TrackingError
 
@@ -19,7 +19,7 @@ from store.tracking_server import TrackingError
 @click.option("--models", default=None,
               help="Comma-separated hub ids, model folders, .gguf files or runs:/RUN_ID/checkpoint artifacts.")
 @click.option("--models-file", type=click.Path(dir_okay=False), default=None,
-              help="YAML list of models with family, gguf_file, train_tokens, name (see README).")
+              help="YAML list of models with family, gguf_file, train_tokens, name (see docs/sweeps.md).")
 @click.option("--formats", "formats_spec", default="demo", show_default=True,
               help="Comma-separated formats and/or preset names.")
 @dataset_option()
@@ -87,7 +87,7 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
     store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     if ray_address and not store.startswith(("http://", "https://", "databricks")):
         raise AdvisorError(f"a Ray cluster at {ray_address} cannot reach the local store {store}: "
-                           "sweep into a tracking server (README: Running for a team)")
+                           "sweep into a tracking server (docs/team.md)")
     runner = None
     if executor == "ray":
         try:

@@ -46,7 +46,7 @@ def build_sweep(uri: str) -> None:
     )
     from pipelines.sweep.config import SweepConfig
     from pipelines.sweep.runner import run_sweep
-    from registry.catalog.entries import grow_catalog
+    from registry.catalog.registered import grow_catalog
 
     text = python_docs_text()
     models = WORK / "models"
@@ -185,7 +185,7 @@ def main() -> None:
     advisor("seed", "--measured-data", "none", uri=uri)
     result = regret(uri)
     lat = latency(uri)
-    from registry.catalog.entries import load_catalog
+    from registry.catalog.registered import load_catalog
 
     use_store(uri)
     n_models = len(load_catalog("current").entries)

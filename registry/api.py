@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.catalog.entries import Catalog, load_catalog
+from registry.catalog.entries import Catalog
+from registry.catalog.registered import load_catalog
 from registry.laws.registered import LawNotFoundError
 from registry.lineage import version_lineage
 from registry.predictor.registered import PREDICTOR, LoadedPredictor, load_predictor

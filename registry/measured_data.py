@@ -32,7 +32,7 @@ DEFAULT_FILE = Path(__file__).resolve().parent / "data" / "measured-runs.json.gz
 ZOO_EXPERIMENT = "ptq-zoo"
 
 
-class MeasuredDataError(InputError, ValueError):
+class MeasuredDataError(InputError):
     """A data file that is missing, altered or of another format; the message says which."""
 
 

@@ -9,5 +9,8 @@ with `advisor --debug` or PTQ_ADVISOR_DEBUG=1.
 from __future__ import annotations
 
 
-class InputError(Exception):
-    """Bad input or an unusable resource the user named; the message says what to do."""
+class InputError(ValueError):
+    """Bad input or an unusable resource the user named; the message says what to do.
+
+    A ValueError, as bad input is in Python; but not every ValueError is the user's: one raised by
+    numpy or pandas is a bug, and the CLI says so (exit 1) instead of blaming the input."""

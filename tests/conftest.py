@@ -121,7 +121,7 @@ def sweep_store(tmp_path_factory, trained_model_dir, docs_text, _migrated_store)
     from pipelines.sources.model_set import ModelEntry
     from pipelines.sweep.config import SweepConfig
     from pipelines.sweep.runner import run_sweep
-    from registry.catalog.entries import grow_catalog
+    from registry.catalog.registered import grow_catalog
 
     root = tmp_path_factory.mktemp("sweep")
     models = root / "models"

@@ -12,8 +12,11 @@ def test_llama_facts_and_parameter_split(tiny_llama, tokenizer):
     facts = architecture(tiny_llama)
     assert facts == {"layers": 2, "hidden_size": 64, "heads": 4, "intermediate_size": 96,
                      "vocab_size": len(tokenizer), "kv_heads": 2, "head_dim": 16,
-                     "context_length": 128, "tied_embeddings": facts["tied_embeddings"],
+                     "context_length": 128, "tied_embeddings": tiny_llama.config.tie_word_embeddings,
                      "model_type": "llama"}
+    # the model really shares (or really does not share) one tensor between input and output
+    shared = tiny_llama.get_output_embeddings().weight is tiny_llama.get_input_embeddings().weight
+    assert facts["tied_embeddings"] is shared
     vocab, hidden = len(tokenizer), 64
     embeddings = vocab * hidden * (1 if facts["tied_embeddings"] else 2)
     assert embedding_params(tiny_llama) == embeddings

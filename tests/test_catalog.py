@@ -15,12 +15,13 @@ from registry.catalog.entries import (
     CatalogEntry,
     CatalogError,
     CatalogNotFoundError,
-    architecture_param_counts,
     content_digest,
-    entries_from_runs,
-    kv_cache_bytes,
-    load_catalog,
     load_seed,
+)
+from registry.catalog.params import architecture_param_counts, kv_cache_bytes
+from registry.catalog.registered import (
+    entries_from_runs,
+    load_catalog,
     merge,
     register_catalog,
 )

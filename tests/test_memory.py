@@ -6,13 +6,13 @@ from advisor.memory import (
     Architecture,
     BudgetError,
     MemoryPlan,
-    kv_cache_bytes,
     parse_memory,
     weight_bytes,
 )
 from pipelines.quantize.formats import parse_format
 from pipelines.quantize.rtn import count_params, rtn_quantized
 from pipelines.sources.architecture import architecture
+from registry.catalog.params import kv_bytes
 
 
 @pytest.mark.parametrize("text, expected, unit", [
@@ -55,7 +55,7 @@ def test_memory_model_matches_the_quantized_tensors(model, fmt, request):
 
 def test_kv_cache_and_overhead():
     # Llama-3-8B: 32 layers × 8 KV heads × 128 dims × 2 (K and V) × 2 bytes = 131072 bytes per token
-    assert kv_cache_bytes(32, 8, 128, context=1, batch=1) == 131072
+    assert kv_bytes(32, 8, 128, context=1, batch=1, bytes_per_element=2) == 131072
     plan = MemoryPlan(context=4096, batch=2, kv_bits=8, overhead=0.1)
     total = plan.total(1e9, 32, 8, 128)
     assert total == {"weights": 1e9, "kv_cache": 131072 / 2 * 4096 * 2, "overhead": 1e8,

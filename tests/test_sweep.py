@@ -310,7 +310,7 @@ def test_landscape_command_logs_random_and_rtn_profiles(trained_model_dir, corpu
 
 
 def test_a_sweep_grows_the_candidate_catalog(sweep_store, tmp_path):
-    from registry.catalog.entries import load_catalog
+    from registry.catalog.registered import load_catalog
     from store.keys import use_store
 
     use_store(f"sqlite:///{sweep_store}")  # the catalog's artifacts are read through MLflow's globals

@@ -23,7 +23,7 @@ from pipelines.quantize.mx import block_amax, shared_exponents
 from store.errors import InputError
 
 
-class EncodingError(InputError, ValueError):
+class EncodingError(InputError):
     """A weight that is not exactly on the format's grid."""
 
 

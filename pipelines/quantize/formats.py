@@ -32,7 +32,7 @@ _MXFP = re.compile(r"mxfp(\d+)_e(\d+)m(\d+)_(\d+)")
 _INT = re.compile(r"int(\d+)_(tens|chan|g(\d+))")
 
 
-class FormatError(InputError, ValueError):
+class FormatError(InputError):
     """A format string that does not follow the grammar; the message says how to fix it."""
 
 

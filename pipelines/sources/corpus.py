@@ -22,7 +22,7 @@ DEFAULT_DATASET = "Salesforce/wikitext:wikitext-2-raw-v1"
 TEXT_SUFFIXES = (".txt", ".md", ".text")
 
 
-class CorpusError(InputError, ValueError):
+class CorpusError(InputError):
     """A dataset that cannot be loaded; the message says what to try instead."""
 
 

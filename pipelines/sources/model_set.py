@@ -18,7 +18,7 @@ from pipelines.sources.artifact_models import is_artifact_uri, local_model
 from store.errors import InputError
 
 
-class ModelSetError(InputError, ValueError):
+class ModelSetError(InputError):
     """A models file that cannot be used; the message says what is wrong."""
 
 

@@ -24,7 +24,7 @@ from store.errors import InputError
 from store.paths import cache_root
 
 
-class OfflineCorpusError(InputError, ValueError):
+class OfflineCorpusError(InputError):
     """A named corpus that could not be fetched; the message says why."""
 
 

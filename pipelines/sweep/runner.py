@@ -26,7 +26,7 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
     `say(message)` reports each step; `done()` is called once per variant, reused or measured;
     `executor` (see `pipelines.sweep.executors`) places the per-model units; by default `workers` > 1
     sweeps that many models at once in separate processes. The candidate catalog is the registry's
-    business: `registry.catalog.entries.grow_catalog` adds the swept models to it afterwards.
+    business: `registry.catalog.registered.grow_catalog` adds the swept models to it afterwards.
     """
     import mlflow
     from mlflow import MlflowClient
