@@ -57,12 +57,16 @@ zoo: $(STAMP)
 	$(BIN)/python bench/study_qid.py --family zoo-$(ZOO_PRESET)
 
 # The real-model study (docs/real-model-study.md): the pretrained LLMs that ship in PyPI wheels, swept
-# over Xu et al.'s MX grid plus classic ints with RTN and GPTQ (CPU: hours per model; resumable), then
-# the study regenerated from the store. `make study` alone works on the seeded store of `make demo`.
+# over Xu et al.'s MX grid plus classic ints with RTN and GPTQ (sequential Hessians, the reference's
+# protocol; CPU: hours per model; resumable, one thread so that a machine shared with other work
+# does not slow the MX quantizer down), then the study regenerated from the store. The earlier
+# sweep with fp-network Hessians stays in experiment ptq-sweep-fp-hessians for the comparison.
+# `make study` alone works on the seeded store of `make demo`.
 REAL_MODELS ?= smollm2-135m gemma-3-270m qwen2.5-coder-0.5b
 REAL_MODELS_FILE := bench/.work/real-models.yaml
-# Xu et al.'s grid plus classic ints (42 formats), the most informative first so that a partial
-# sweep is already useful: 4, 3 and 2 bits at K = 32 and the classic ints, the 5- and 6-bit elements
+STUDY_THREADS ?= 1
+# Xu et al.'s grid plus classic ints (42 formats), the most informative first (each group over all
+# models before the next) so that a partial sweep is already useful: 4, 3 and 2 bits at K = 32 and the classic ints, the 5- and 6-bit elements
 # at K = 32, then the other block sizes; mxfp3_e1m1 (the same grid as mxint3) last.
 REAL_FORMATS_FIRST := mxint4_32,mxfp4_e2m1_32,int4_g128,int4_chan,mxint3_32,int3_g128,int8_chan,mxint2_32
 REAL_FORMATS_NEXT := mxint6_32,mxint5_32,mxfp6_e3m2_32,mxfp5_e2m2_32,mxint4_128,mxfp4_e2m1_128,mxint3_128,mxint2_128,mxint4_16,mxfp4_e2m1_16,mxint3_16,mxint2_16
@@ -70,19 +74,13 @@ REAL_FORMATS_REST := mxint4_64,mxfp4_e2m1_64,mxint2_64,int4_g32,mxint3_64,int8_t
 REAL_FORMATS ?= $(REAL_FORMATS_FIRST),$(REAL_FORMATS_NEXT),$(REAL_FORMATS_REST)
 REAL_SETTINGS := --dataset shakespeare-milton --max-windows 16 --seq-len 512 --calibration-size 32 --damp 0.01 \
 	--dtype float32 --slope-windows 2 --seed 0
-# GPTQ again with the reference's sequential Hessians on some formats (experiment ptq-hessians; the
-# study compares it with the sweep's fp-network Hessians)
-HESSIAN_MODELS_FILE := bench/.work/hessian-models.yaml
-HESSIAN_FORMATS ?= mxint4_32,mxint2_32,mxint4_128,mxfp4_e2m1_32,int4_g128,mxint3_32,int3_g128
 study-sweep: $(STAMP)
 	mkdir -p bench/.work
 	for m in $(REAL_MODELS); do $(BIN)/advisor fetch-model $$m --models-file $(REAL_MODELS_FILE) >/dev/null || exit 1; done
-	$(BIN)/advisor fetch-model smollm2-135m --models-file $(HESSIAN_MODELS_FILE) >/dev/null
 	$(BIN)/advisor seed
-	$(BIN)/advisor sweep --models-file $(REAL_MODELS_FILE) --formats $(REAL_FORMATS) $(REAL_SETTINGS) \
-		--hessians fp --landscape-step 4
-	$(BIN)/advisor sweep --models-file $(HESSIAN_MODELS_FILE) --formats $(HESSIAN_FORMATS) $(REAL_SETTINGS) \
-		--methods gptq --hessians sequential --landscape-step 0 --experiment ptq-hessians --no-catalog
+	for formats in $(REAL_FORMATS_FIRST) $(REAL_FORMATS_NEXT) $(REAL_FORMATS_REST); do \
+		OMP_NUM_THREADS=$(STUDY_THREADS) nice $(BIN)/advisor sweep --models-file $(REAL_MODELS_FILE) \
+			--formats $$formats $(REAL_SETTINGS) --hessians sequential --landscape-step 4 || exit 1; done
 
 study: $(STAMP)
 	$(BIN)/advisor seed

@@ -22,7 +22,7 @@ from registry.exports.exported_models import register_export
                    "[default: Salesforce/wikitext:wikitext-2-raw-v1].")
 @click.option("--calibration-size", type=click.IntRange(1), default=128, show_default=True,
               help="GPTQ calibration windows.")
-@click.option("--hessians", type=click.Choice(["fp", "sequential"]), default="fp", show_default=True,
+@click.option("--hessians", type=click.Choice(["sequential", "fp"]), default="sequential", show_default=True,
               help="GPTQ Hessians from the unquantized network (Xu et al.; what `advisor sweep` measures "
                    "by default) or block by block from the quantized one (reference GPTQ; lower loss on "
                    "real models at 2-4 bits, see docs/real-model-study.md).")

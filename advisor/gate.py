@@ -3,8 +3,10 @@
 Exit 0 pass, 1 fail, 2 error — bad input, an unreachable store, a missing version, alias or
 metric, a NaN. Each threshold is judged with MLflow's own `MetricThreshold` semantics
 (`mlflow.validate_evaluation_results`), one check at a time so the report can list them all.
-The verdict is written to the version as tags, the report logged as a run's artifact, and
-`--promote ALIAS` moves the alias only on pass.
+Every check runs and the report is logged (a run in `ptq-gates`, and `--report FILE`) before
+anything on the version changes; only a pass then writes the verdict tags and moves `--promote
+ALIAS`. A failing gate, or one that cannot finish, leaves the version's tags and aliases as they
+were: its verdict lives in its run.
 """
 
 from __future__ import annotations
@@ -41,12 +43,41 @@ def version_metrics(version) -> dict:
             "nll_predicted": number("nll_predicted")}
 
 
-def measure_again(client, version) -> float:
-    """NLL (nats/token) of the version's ONNX artifact with onnxruntime, on the validation windows its
-    export measured (same text, length and count: so ΔNLL compares like with like)."""
+def model_folder(version):
+    """The exported ONNX folder of a version, downloaded; a GateError if its artifacts are gone."""
     from pathlib import Path
 
     import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}"))
+    except (MlflowException, OSError) as err:
+        raise GateError(f"{version.name}/{version.version}: its artifacts cannot be read ({str(err).splitlines()[0][:200]}); "
+                        "export it again with `advisor export`") from None
+    found = sorted(folder.rglob("model.onnx"))
+    if not found:
+        raise GateError(f"{version.name}/{version.version} holds no model.onnx: it was not made by `advisor export`, "
+                        "or its artifacts were deleted")
+    return found[0].parent
+
+
+def check_artifacts_load(version) -> None:
+    """Recorded mode judges tags: first make sure the model they describe still exists and loads."""
+    import onnxruntime as ort
+
+    path = model_folder(version) / "model.onnx"
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for a broken graph
+        raise GateError(f"{version.name}/{version.version}: model.onnx does not load in onnxruntime "
+                        f"({str(err).splitlines()[0][:200]}); export it again with `advisor export`") from None
+
+
+def measure_again(client, version) -> float:
+    """NLL (nats/token) of the version's ONNX artifact with onnxruntime, on the validation windows its
+    export measured (same text, length and count: so ΔNLL compares like with like)."""
+
     from optimum.onnxruntime import ORTModelForCausalLM
     from transformers import AutoTokenizer
 
@@ -55,11 +86,7 @@ def measure_again(client, version) -> float:
     from pipelines.sources.corpus import load_corpus
     from pipelines.sources.token_windows import evaluation_windows
 
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}"))
-    found = sorted(folder.rglob("model.onnx"))
-    if not found:
-        raise GateError(f"{version.name}/{version.version} holds no model.onnx: it was not made by `advisor export`")
-    onnx_dir = str(found[0].parent)
+    onnx_dir = str(model_folder(version))
     tokenizer = AutoTokenizer.from_pretrained(onnx_dir)
     corpus = load_corpus(version.tags["dataset"])
     windows = evaluation_windows(tokenizer, corpus.validation, int(version.tags["seq_len"]),
@@ -110,6 +137,8 @@ def run_gate(client, reference: str, limits: dict, require: str, baseline_ref: s
         metrics["delta_nll"] = metrics["nll"] - recorded["nll"] + recorded["delta_nll"]  # = nll − nll_fp
         measured_how = (f"re-measured now with onnxruntime ({version.tags['eval_windows']} validation windows "
                         f"of {version.tags['seq_len']} tokens, as at export)")
+    elif require == "recorded":
+        check_artifacts_load(version)
     elif require == "predicted":
         if not math.isfinite(metrics["nll_predicted"]):
             raise GateError(f"{name}/{version.version} has no predicted NLL (export it through "
@@ -146,32 +175,56 @@ def run_gate(client, reference: str, limits: dict, require: str, baseline_ref: s
             "passed": all(c["passed"] for c in checks), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def record_verdict(client, report: dict, promote: str | None) -> str:
-    """Tags on the version, the report as an artifact of a run, the alias moved on pass; the run id."""
+def log_report(client, report: dict) -> str:
+    """The report as an artifact of a run in `ptq-gates` (pass or fail: the audit trail); its run id."""
     import mlflow
-
-    name, version = report["version"].rsplit("/", 1)
 
     gates = experiment_id(client, GATE_EXPERIMENT, "Release-gate verdicts: one run per check of a version.")
     verdict = "pass" if report["passed"] else "fail"
     with mlflow.start_run(experiment_id=gates, run_name=f"gate {report['version']}: {verdict}",
-                          tags={"ptq.kind": "gate"}) as run:
+                          tags={"ptq.kind": "gate", "ptq.gate.version": report["version"]}) as run:
         mlflow.log_dict(report, "gate_report.json")
         mlflow.log_metrics({f"value.{c['metric']}": c["value"] for c in report["checks"]})
-    for key, value in {"gate.verdict": verdict, "gate.run_id": run.info.run_id, "gate.time": report["time"],
-                       "gate.failed": ",".join(c["metric"] for c in report["checks"] if not c["passed"])}.items():
-        client.set_model_version_tag(name, version, key, value)
-    if promote and report["passed"]:
-        client.set_registered_model_alias(name, promote, version)  # one call: the alias moves or not
     return run.info.run_id
+
+
+def record_pass(client, report: dict, promote: str | None) -> None:
+    """A passing verdict on the version (tags), then the alias moved: the last writes of a gate."""
+    name, version = report["version"].rsplit("/", 1)
+    for key, value in {"gate.verdict": "pass", "gate.run_id": report["run_id"], "gate.time": report["time"]}.items():
+        client.set_model_version_tag(name, version, key, value)
+    if promote:
+        client.set_registered_model_alias(name, promote, version)  # one call: the alias moves or not
+
+
+def _writable_file(path: str) -> None:
+    """Fail before any work when `path` cannot be written (a missing folder, a directory, no rights)."""
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise AdvisorError(f"--report {path} is a folder: give a file name")
+    if not folder.is_dir():
+        raise AdvisorError(f"--report {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise AdvisorError(f"--report {path} is not writable")
+
+
+def _threshold(ctx, param, value):
+    """A threshold must be a finite number >= 0: NaN or a negative bound is a typo, not a gate."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise AdvisorError(f"--{param.name.replace('_', '-')} must be a finite number >= 0, not {value:g}")
+    return value
 
 
 @click.command()
 @click.argument("reference", metavar="MODEL_VERSION")
-@click.option("--max-nll", type=float, default=None, help="Largest acceptable NLL, nats/token.")
-@click.option("--max-delta-nll", type=float, default=None, help="Largest NLL increase over the fp base, nats/token.")
+@click.option("--max-nll", type=float, default=None, callback=_threshold, help="Largest acceptable NLL, nats/token.")
+@click.option("--max-delta-nll", type=float, default=None, callback=_threshold, help="Largest NLL increase over the fp base, nats/token.")
 @click.option("--max-bytes", default=None, metavar="SIZE", help="Largest model file: 8GB, 6GiB, 512MB …")
-@click.option("--min-sqnr", type=float, default=None, help="Smallest acceptable SQNR of the weights, dB.")
+@click.option("--min-sqnr", type=float, default=None, callback=_threshold, help="Smallest acceptable SQNR of the weights, dB.")
 @click.option("--require", type=click.Choice(["measured", "predicted", "recorded"]), default="recorded",
               show_default=True, help="measured: re-evaluate the ONNX artifact with onnxruntime now; "
               "predicted: judge the registry's prediction; recorded: the export's own measurement.")
@@ -206,17 +259,21 @@ def gate(reference, max_nll, max_delta_nll, max_bytes, min_sqnr, require, baseli
                "improve_abs": min_nll_improvement, "improve_rel": min_nll_improvement_rel}
     if any(v is not None for v in changes.values()) and not baseline:
         raise AdvisorError("--max-nll-increase[-rel] and --min-nll-improvement[-rel] compare with --baseline: give it")
+    if report_file:
+        _writable_file(report_file)
     client = open_store(tracking_uri)
     say = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
     # An allowed increase is a bound (MetricThreshold.threshold = baseline + x); a required
     # improvement is MLflow's own min_absolute_change / min_relative_change semantics.
     report = run_gate(client, reference, {"nll": max_nll, "delta_nll": max_delta_nll, "bytes": bytes_limit,
                                           "sqnr_db": min_sqnr}, require, baseline, changes, say)
-    report["run_id"] = record_verdict(client, report, promote)
+    report["run_id"] = log_report(client, report)
     report["promoted"] = promote if promote and report["passed"] else None
     if report_file:
         with open(report_file, "w") as f:
             json.dump(report, f, indent=2)
+    if report["passed"]:
+        record_pass(client, report, promote)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

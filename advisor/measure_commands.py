@@ -27,7 +27,7 @@ def _measure_options(gptq_default: bool):
                      help="Windows of the cheaper subset that measures the landscape slope."),
         click.option("--calibration-size", type=click.IntRange(1), default=128, show_default=True,
                      help="GPTQ calibration windows drawn from the train split."),
-        click.option("--hessians", type=click.Choice(["fp", "sequential"]), default="fp",
+        click.option("--hessians", type=click.Choice(["sequential", "fp"]), default="sequential",
                      show_default=True, help="GPTQ Hessians from the unquantized network (Xu et "
                      "al.) or block by block from the quantized one (reference GPTQ)."),
         click.option("--damp", default="search", show_default=True, metavar="search|FLOAT",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from advisor.errors import AdvisorError
 from store.keys import use_store
 from store.tracking_server import TrackingError, check_tracking_server
+from store.uri import check_store, prepare_store
 
 TRACKING_HELP = "MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]."
 DATASET_HELP = "Text file, folder, or hub id[:config] [default: Salesforce/wikitext:wikitext-2-raw-v1]."
@@ -41,17 +44,21 @@ def damping(value: str) -> float | None:
 
 
 def open_store(tracking_uri):
-    """The MLflow client of `tracking_uri` (or the default store), checked to answer."""
+    """The MLflow client of `tracking_uri` (or the default store), checked to answer and made ready."""
     import logging
 
     import mlflow
 
-
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # the CLI reports what matters itself
+    explicit = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if explicit:
+        check_store(explicit)  # before MLflow touches it: it would create a misspelt folder
     if tracking_uri:
         use_store(tracking_uri)
+    uri = mlflow.get_tracking_uri()
     try:
-        check_tracking_server(mlflow.get_tracking_uri())
+        check_tracking_server(uri)
     except TrackingError as err:
         raise AdvisorError(str(err)) from None
+    prepare_store(uri)
     return mlflow.MlflowClient()

@@ -13,6 +13,7 @@ from pipelines.quantize.formats import parse_formats
 from registry.catalog.registered import grow_catalog
 from store.keys import use_store
 from store.tracking_server import TrackingError
+from store.uri import check_store
 
 
 @click.command()
@@ -32,7 +33,7 @@ from store.tracking_server import TrackingError
               help="Evaluation windows spread over the validation text [default: all].")
 @click.option("--slope-windows", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--calibration-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--hessians", type=click.Choice(["fp", "sequential"]), default="fp", show_default=True)
+@click.option("--hessians", type=click.Choice(["sequential", "fp"]), default="sequential", show_default=True)
 @click.option("--damp", default="search", show_default=True, metavar="search|FLOAT")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
@@ -96,8 +97,8 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
             raise AdvisorError("--executor ray needs Ray: pip install 'ptq-advisor[team]'") from None
 
         runner = RayExecutor(ray_address)
+    check_store(store)  # before MLflow touches it (it would create a misspelt folder)
     if tracking_uri:  # runs:/ model artifacts are read from this store
-
         use_store(tracking_uri)
     try:
         entries = load_model_set(models_file) if models_file else []

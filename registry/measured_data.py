@@ -95,6 +95,11 @@ def export(client, experiments, path: str | Path = DEFAULT_FILE, families=(), no
     models = collect(client, experiments, families)
     if not models:
         raise MeasuredDataError(f"no finished sweep runs in {', '.join(experiments)}")
+    return write(models, experiments, path, note)
+
+
+def write(models: list, experiments, path: str | Path = DEFAULT_FILE, note: str = "") -> dict:
+    """Write collected model records (see `collect`) as a data file; its header."""
     header = {"format": FORMAT, "data_version": content_version(models),
               "created": datetime.date.today().isoformat(), "note": note,
               "experiments": list(experiments), "models": len(models),

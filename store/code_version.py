@@ -2,9 +2,10 @@
 
 A variant's key holds the version of the code that computed it. The version is a digest of every
 Python file under the packages that compute a result, read as syntax: each top-level statement
-(docstrings and import statements taken out) and the set of names imported. So moving a file,
-splitting a module, reordering definitions, rewording a docstring or comment, or an import that
-names the same thing from another place keys nothing anew; any change to what the code does
+(docstrings and import statements taken out) and the set of names imported from outside the
+project (torch.nn.functional as F means something; where a project module now lives does not). So
+moving a file, splitting a module, reordering definitions, rewording a docstring or comment, or an
+import that names the same thing from another place keys nothing anew; any change to what the code does
 re-keys the runs it computed. Packages are given per method, so a change to GPTQ's code
 re-measures GPTQ variants and nothing else.
 """
@@ -17,6 +18,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+PROJECT_PACKAGES = ("advisor", "pipelines", "registry", "store")
 
 def _strip(node: ast.AST) -> ast.AST:
     """`node` without docstrings and import statements, at any depth."""
@@ -44,9 +46,16 @@ def source_digest(paths) -> str:
     for path in paths:
         tree = ast.parse(Path(path).read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                imported |= {f"{a.name} as {a.asname}" if a.asname else a.name.rpartition(".")[2]
-                             for a in node.names if a.name != "annotations"}
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            if any(m.split(".")[0] in PROJECT_PACKAGES for m in modules) or modules == ["__future__"]:
+                continue
+            prefix = "" if isinstance(node, ast.Import) else f"{node.module}."
+            imported |= {f"{prefix}{a.name} as {a.asname}" if a.asname else f"{prefix}{a.name}" for a in node.names}
         for node in _strip(tree).body:
             statements.append(hashlib.sha256(ast.dump(node, annotate_fields=False).encode()).hexdigest())
     digest = hashlib.sha256()

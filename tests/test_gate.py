@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -60,14 +61,16 @@ def test_pass_writes_the_verdict_and_moves_the_alias(store, tmp_path):
     (["--max-nll", "0.1"], "nll"), (["--max-delta-nll", "0"], "delta_nll"),
     (["--max-bytes", "10KB"], "bytes"), (["--min-sqnr", "99"], "sqnr_db"),
 ])
-def test_each_threshold_can_fail_and_the_alias_stays(store, args, failing):
+def test_each_threshold_can_fail_and_changes_nothing(store, args, failing):
+    before = mlflow.MlflowClient().get_model_version(store, "2")
     result = gate(f"{store}/2", *args, "--promote", "production", "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert not report["passed"] and [c["metric"] for c in report["checks"] if not c["passed"]] == [failing]
     version = mlflow.MlflowClient().get_model_version(store, "2")
-    assert version.tags["gate.verdict"] == "fail" and version.tags["gate.failed"] == failing
-    assert version.aliases == []
+    assert version.tags == before.tags and version.aliases == []  # a failing gate changes nothing
+    logged = mlflow.artifacts.load_dict(f"runs:/{report['run_id']}/gate_report.json")  # its verdict is its run's
+    assert not logged["passed"] and logged["version"] == f"{store}/2"
 
 
 def test_baseline_comparison_both_ways(store):
@@ -107,7 +110,10 @@ def test_errors_fail_closed_with_exit_2(store):
         (f"{store}/2", "--max-bytes", "8XB"): "--max-bytes '8XB': unknown unit",
         (f"{store}/2", "--max-nll-increase", "0.1"): "compare with --baseline",
         (f"{store}/2", "--max-nll", "100", "--require", "predicted"): "has no predicted NLL",
-        (f"{store}/2", "--max-nll", "100", "--tracking-uri", "http://127.0.0.1:9"): "",
+        (f"{store}/2", "--max-nll", "100", "--tracking-uri", "http://127.0.0.1:9"): "does not answer",
+        (f"{store}/2", "--max-nll", "nan"): "--max-nll must be a finite number >= 0, not nan",
+        (f"{store}/2", "--max-delta-nll", "-0.1"): "--max-delta-nll must be a finite number >= 0",
+        (f"{store}/2", "--min-sqnr", "inf"): "--min-sqnr must be a finite number >= 0, not inf",
     }
     for args, message in cases.items():
         result = gate(*args)
@@ -116,3 +122,29 @@ def test_errors_fail_closed_with_exit_2(store):
         assert last.startswith("Error: ") and message in last, (args, last)
         assert "Traceback" not in result.output
     assert client.get_model_version(store, "2").aliases == []
+
+
+def test_a_report_that_cannot_be_written_stops_the_gate_before_anything_changes(store, tmp_path):
+    client = mlflow.MlflowClient()
+    before = client.get_model_version(store, "1")
+    for target, message in ((tmp_path / "missing" / "r.json", "does not exist"), (tmp_path, "is a directory")):
+        result = gate(f"{store}/1", "--max-nll", "100", "--promote", "staging", "--report", str(target))
+        assert result.exit_code == 2 and message in result.output.splitlines()[-1], result.output
+        assert "Traceback" not in result.output
+    after = client.get_model_version(store, "1")
+    assert after.tags == before.tags and after.aliases == before.aliases == []
+
+
+def test_recorded_mode_refuses_a_version_whose_artifacts_are_gone(store):
+    client = mlflow.MlflowClient()
+    folder = Path(client.get_model_version_download_uri(store, "1").removeprefix("file://"))
+    kept = folder.with_name(folder.name + ".kept")
+    folder.rename(kept)  # the copied store shares the module store's artifact folder: put it back after
+    try:
+        result = gate(f"{store}/1", "--max-nll", "100", "--promote", "production")
+    finally:
+        kept.rename(folder)
+    assert result.exit_code == 2, result.output
+    last = result.output.splitlines()[-1]
+    assert last.startswith(f"Error: {store}/1") and "export it again" in last
+    assert client.get_model_version(store, "1").aliases == []

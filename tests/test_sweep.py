@@ -319,3 +319,28 @@ def test_a_sweep_grows_the_candidate_catalog(sweep_store, tmp_path):
     assert {"llama-64", "llama-48", "gpt2-64"} <= set(swept)
     assert swept["gpt2-64"].architecture == "gpt2" and swept["gpt2-64"].layers == 2
     assert len(catalog.entries) == 59 + 3  # the curated seed, plus the three swept models
+
+
+def test_gptq_keys_only_gptq_and_fp_hessian_runs_do_not_teach_the_predictor(trained_model_dir, corpus_file,
+                                                                           tmp_path, monkeypatch):
+    import pipelines.sweep.model_context as model_context
+    from registry.predictor.feature_table import TableQuery, build_feature_table
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri, formats="mxint4_32"))
+    assert first.exit_code == 0, first.output
+    # a change to GPTQ's code (a new code version of pipelines/gptq) re-measures GPTQ only
+    monkeypatch.setattr(model_context, "method_code_version",
+                        lambda method: "changed" if method == "gptq" else None)
+    again = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri, formats="mxint4_32"))
+    assert again.exit_code == 0, again.output
+    assert "mxint4_32 · rtn: reused run" in again.output and "mxint4_32 · gptq: measuring" in again.output
+    # the same model swept with fp-network Hessians: a new parent, whose GPTQ loss is no target
+    fp = CliRunner().invoke(cli, sweep_args(trained_model_dir, corpus_file, uri, formats="mxint4_32",
+                                            experiment="fp") + ["--hessians", "fp"])
+    assert fp.exit_code == 0, fp.output
+    client = MlflowClient(tracking_uri=uri)
+    table = build_feature_table(TableQuery(("fp",)), client)
+    assert table["nll_gptq"].isna().all() and table["nll_rtn"].notna().all()
+    assert build_feature_table(TableQuery(("fp",), hessians=None), client)["nll_gptq"].notna().all()
+    assert build_feature_table(TableQuery(("t",)), client)["nll_gptq"].notna().all()

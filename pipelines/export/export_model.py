@@ -65,7 +65,7 @@ class ExportConfig:
     seq_len: int | None = None
     max_windows: int | None = 16
     damp: float | None = None
-    hessians: str = "fp"  # as the sweep's default, so the export is the variant the predictor was fitted on
+    hessians: str = "sequential"  # as the sweep's default, so the export is the variant the predictor was fitted on
     seed: int = 0
     force: bool = False
 

@@ -23,7 +23,7 @@ class FeatureSettings:
 
     slope_seeds: tuple[int, ...] = (0, 1, 2)
     slope_delta_db: float = 1.0
-    hessians: str = "fp"  # "fp" (Xu et al.) or "sequential" (reference GPTQ)
+    hessians: str = "sequential"  # reference GPTQ (the default: fp-network Hessians lose to RTN on real models), or "fp" (Xu et al. §4.3)
     damp: float | None = None  # None: per-layer grid search (Xu et al.)
     mx_mode: str = "column"
     batch_size: int = 8

@@ -1,10 +1,17 @@
-"""Classic symmetric integer quantization with MSE-calibrated scales (Xu et al. 2024, App. C).
+"""Classic symmetric integer quantization with calibrated scales (Xu et al. 2024, App. C).
 
 Codes are sign-magnitude like the MX ints, q in [-(2^(P-1)-1), 2^(P-1)-1], with one scale per
 tensor, per output channel or per group of K input elements. Each scale is alpha * max|x| / qmax
-with alpha chosen per scale group to minimise the squared quantization error: a coarse grid over
-[0.2, 1], then a fine grid around the best coarse point. Scales are stored as fp16, and the search
-scores the fp16-rounded scale so that what is chosen is what is stored.
+with alpha chosen per scale group by an objective: a coarse grid over [0.2, 1] (absmax, alpha = 1,
+included), then a fine grid around the best coarse point. Scales are stored as fp16, and the
+search scores the fp16-rounded scale so that what is chosen is what is stored.
+
+Objectives (OBJECTIVES): "mse" minimises the squared error, as Xu et al. do; it clips the few
+large weights to round the many small ones finely, and on real models those outliers carry the
+loss (SmolLM2 int8_tens: MSE loses ~1 nat/token where absmax loses ~0.05; bench_int_calibration).
+"wmse" weighs each weight's squared error by its own square, a data-free stand-in for its share
+of the layer's output, so clipping an outlier costs what it does end to end. "absmax" never clips.
+The default is the one the end-to-end bench supports (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -12,12 +19,15 @@ from __future__ import annotations
 import torch
 
 from pipelines.quantize.formats import Format
+from pipelines.quantize.threads import one_thread
 from store.errors import InputError
 
 COARSE_ALPHAS = torch.linspace(1.0, 0.2, 17)  # step 0.05
 FINE_OFFSETS = torch.linspace(-0.05, 0.05, 21)  # step 0.005 around the coarse winner
 CHUNK_ELEMENTS = 1 << 18
 FP16_TINY, FP16_MAX = 2.0**-24, 65504.0
+OBJECTIVES = ("wmse", "mse", "absmax")
+DEFAULT_OBJECTIVE = "wmse"
 
 
 def _scales(amax: torch.Tensor, alpha: torch.Tensor, qmax: int) -> torch.Tensor:
@@ -30,25 +40,29 @@ def _fake_quant(x: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor
     return torch.div(x, scale).round_().clamp_(-qmax, qmax).mul_(scale)
 
 
-def _sq_error(x: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
+def _sq_error(x: torch.Tensor, scale: torch.Tensor, qmax: int, weight: torch.Tensor | None) -> torch.Tensor:
     err = _fake_quant(x, scale, qmax).sub_(x)
-    return err.mul_(err).sum(-1, keepdim=True)
+    err = err.mul_(err)
+    return (err if weight is None else err.mul_(weight)).sum(-1, keepdim=True)
 
 
-def _search_scales(groups: torch.Tensor, qmax: int) -> torch.Tensor:
-    """MSE-optimal fp16 scale for each row of `groups` [G, n]; shape [G, 1]."""
+def _search_scales(groups: torch.Tensor, qmax: int, objective: str) -> torch.Tensor:
+    """The fp16 scale minimising `objective` for each row of `groups` [G, n]; shape [G, 1]."""
     amax = torch.linalg.vector_norm(groups, ord=float("inf"), dim=-1, keepdim=True)
+    if objective == "absmax":
+        return _scales(amax, torch.tensor(1.0), qmax)
+    weight = groups * groups if objective == "wmse" else None
     best_err = torch.full_like(amax, float("inf"))
     best_alpha = torch.ones_like(amax)
     for alpha in COARSE_ALPHAS.tolist():
-        err = _sq_error(groups, _scales(amax, torch.tensor(alpha), qmax), qmax)
+        err = _sq_error(groups, _scales(amax, torch.tensor(alpha), qmax), qmax, weight)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_alpha = torch.where(better, alpha, best_alpha)
     coarse = best_alpha.clone()
     for offset in FINE_OFFSETS.tolist():
         alpha = (coarse + offset).clamp_(0.01, 1.0)
-        err = _sq_error(groups, _scales(amax, alpha, qmax), qmax)
+        err = _sq_error(groups, _scales(amax, alpha, qmax), qmax, weight)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_alpha = torch.where(better, alpha, best_alpha)
@@ -68,22 +82,26 @@ def _groups_view(x: torch.Tensor, fmt: Format) -> torch.Tensor:
     return x.reshape(-1, k)
 
 
-def row_scales(groups: torch.Tensor, precision: int) -> torch.Tensor:
-    """MSE-calibrated fp16 scale for each row of `groups` [G, n] at P bits; float32 [G, 1]."""
+def row_scales(groups: torch.Tensor, precision: int, objective: str | None = None) -> torch.Tensor:
+    """The calibrated fp16 scale for each row of `groups` [G, n] at P bits; float32 [G, 1]."""
+    objective = objective or DEFAULT_OBJECTIVE
+    if objective not in OBJECTIVES:
+        raise InputError(f"int scale objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
     qmax = 2 ** (precision - 1) - 1
     groups = groups.float()
     step = max(1, CHUNK_ELEMENTS // groups.shape[1])
-    return torch.cat([_search_scales(groups[i:i + step], qmax)
-                      for i in range(0, groups.shape[0], step)])
+    with one_thread():
+        return torch.cat([_search_scales(groups[i:i + step], qmax, objective)
+                          for i in range(0, groups.shape[0], step)])
 
 
-def int_scales(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
+def int_scales(weight: torch.Tensor, fmt: Format, objective: str | None = None) -> torch.Tensor:
     """The calibrated fp16 scales of a [out, in] weight, one per scale group, as float32 [G, 1]."""
     x = weight.float().reshape(-1, weight.shape[-1])
-    return row_scales(_groups_view(x, fmt), fmt.precision)
+    return row_scales(_groups_view(x, fmt), fmt.precision, objective)
 
 
-def quantize_int(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
+def quantize_int(weight: torch.Tensor, fmt: Format, objective: str | None = None) -> torch.Tensor:
     """RTN of `weight` to classic int format `fmt` (groups along the last dim); same dtype."""
     if fmt.family != "int":
         raise ValueError(f"{fmt} is not a classic int format")
@@ -93,7 +111,7 @@ def quantize_int(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
     x = weight.float().reshape(-1, n)
     qmax = 2 ** (fmt.precision - 1) - 1
     groups = _groups_view(x, fmt)
-    q = _fake_quant(groups, int_scales(x, fmt), qmax)
+    q = _fake_quant(groups, int_scales(x, fmt, objective), qmax)
     if fmt.granularity == "group":
         q = q.reshape(x.shape[0], -1)[:, :n]
     return q.reshape(weight.shape).to(weight.dtype)

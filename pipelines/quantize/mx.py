@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from pipelines.quantize.formats import Format
+from pipelines.quantize.threads import one_thread
 from store.errors import InputError
 
 E8M0_MIN, E8M0_MAX = -127, 127
@@ -124,6 +125,12 @@ def quantize_mx(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
     out = torch.empty(rows.shape, dtype=weight.dtype, device=weight.device)
     direct = weight.dtype == torch.float32 and n_blocks * k == n  # write straight into `out`
     chunk_rows = max(1, CHUNK_ELEMENTS // (n_blocks * k))
+    with one_thread():
+        _quantize_chunks(rows, out, fmt, k, n, n_blocks, chunk_rows, direct)
+    return out.reshape(weight.shape)
+
+
+def _quantize_chunks(rows, out, fmt: Format, k: int, n: int, n_blocks: int, chunk_rows: int, direct: bool):
     for start in range(0, rows.shape[0], chunk_rows):
         x = rows[start:start + chunk_rows].float()
         if n_blocks * k != n:
@@ -139,4 +146,3 @@ def quantize_mx(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
         quantize_blocks(blocks, block_scales(shared, fmt, blocks.dtype), fmt, dst.view(blocks.shape))
         if not in_place:
             out[start:start + chunk_rows] = dst.reshape(x.shape[0], -1)[:, :n]
-    return out.reshape(weight.shape)

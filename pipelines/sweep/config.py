@@ -24,7 +24,7 @@ class SweepConfig:
     slope_windows: int = 2
     calibration_size: int = 128
     seed: int = 0
-    hessians: str = "fp"
+    hessians: str = "sequential"
     damp: float | None = None
     dtype: str = "float32"
     landscape_step_db: float = 4.0  # radial profile 0..40 dB at this step; 0 = no profile

@@ -11,6 +11,7 @@ from pipelines.sweep.executors import SweepUnit, executor_for
 from store.experiments import experiment_id as ensure_experiment
 from store.keys import use_store
 from store.tracking_server import TrackingError, check_tracking_server, store_failure
+from store.uri import prepare_store
 
 
 def variant_count(config: SweepConfig) -> int:
@@ -34,6 +35,7 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
     if tracking_uri:
         use_store(tracking_uri)
     check_tracking_server(mlflow.get_tracking_uri())
+    prepare_store(mlflow.get_tracking_uri())  # the schema before any worker process opens the file
     client = MlflowClient()
     experiment_id = ensure_experiment(client, config.experiment,
                                       "PTQ sweep: a parent run per base model, a child run per (format, method) "

@@ -25,11 +25,17 @@ class FeatureTableError(InputError, LookupError):
 
 @dataclass(frozen=True)
 class TableQuery:
-    """Which sweep runs feed the table: experiments by name, optionally one model family/dataset."""
+    """Which sweep runs feed the table: experiments by name, optionally one model family/dataset.
+
+    `hessians`: GPTQ targets only from sweeps that collected GPTQ's Hessians this way (None: any).
+    fp-network Hessians make GPTQ lose to RTN on real models (docs/real-model-study.md), so such
+    runs stay predictable (their RTN features count) but never teach the predictor GPTQ's loss.
+    """
 
     experiments: tuple[str, ...] = ("ptq-sweep",)
     families: tuple[str, ...] = ()
     dataset_digest: str | None = None
+    hessians: str | None = "sequential"
 
 
 def _runs(mlflow, experiment_ids, kind: str):
@@ -65,6 +71,7 @@ def build_feature_table(query: TableQuery = TableQuery(), client=None):
         "model_spec": _column(parents, "params.model"),
         "gguf_file": _column(parents, "params.gguf_file"),
         "model_family": _column(parents, "params.family").fillna("unknown"),
+        "hessians": _column(parents, "params.setting.hessians", "fp"),
         "dataset_digest": parents["params.dataset_digest"],
         "quantized_params": parents["metrics.quantized_params"],
         "nll_fp": parents["metrics.nll_fp"],
@@ -106,6 +113,9 @@ def build_feature_table(query: TableQuery = TableQuery(), client=None):
         "sqnr_gptq_db": _column(gptq, "metrics.sqnr_gptq_db", float("nan")),
     })
     table = models.merge(rtn, on="parent_run_id").merge(gptq, on=["parent_run_id", "format"], how="left")
+    if query.hessians is not None:
+        other = table["hessians"].fillna("fp") != query.hessians
+        table.loc[other, ["nll_gptq", "bpb_gptq", "sqnr_gptq_db"]] = float("nan")
     table = table.dropna(subset=list(FEATURES))
     if table.empty:
         raise FeatureTableError("the sweep runs have no complete RTN feature rows "
