@@ -48,7 +48,6 @@ def _measure_options(gptq_default: bool):
     return decorate
 
 
-
 def _plan(options: dict):
     from pipelines.measure.evaluate_formats import EvaluationPlan
     from pipelines.measure.features import FeatureSettings
@@ -62,7 +61,6 @@ def _plan(options: dict):
         calibration_size=options["calibration_size"], seed=options["seed"],
         include_embeddings=options["include_embeddings"],
         include_lm_head=options["include_lm_head"], features=features)
-
 
 
 def _run_measure(model, tokenizer, corpus, model_name, options):
@@ -88,7 +86,6 @@ def _run_measure(model, tokenizer, corpus, model_name, options):
         click.echo(json.dumps(summary, indent=2))
         return
     _print_table(summary, plan.gptq, corpus.spec, seq_len)
-
 
 
 def _print_table(summary, gptq, dataset, seq_len):
@@ -119,7 +116,6 @@ def _print_table(summary, gptq, dataset, seq_len):
                f"of {'GPTQ' if gptq else 'RTN'}.")
 
 
-
 @click.command()
 @click.argument("model")
 @dataset_option()
@@ -137,19 +133,18 @@ def measure(model, dataset, gguf_file, dtype, trust_remote_code, **options):
     """
     from pipelines.sources.corpus import DEFAULT_DATASET, load_corpus
     from pipelines.sources.model_source import load_model
-
+    from pipelines.tokenizer_check import refuse_broken_tokenizer
 
     parse_formats(options["formats_spec"])  # fail on a typo before any slow load
     damping(options["damp"])
     corpus = load_corpus(dataset or DEFAULT_DATASET)
     net, tokenizer, source = load_model(model, dtype=dtype, gguf_file=gguf_file,
                                         trust_remote_code=trust_remote_code)
+    refuse_broken_tokenizer(net, tokenizer, source, corpus.validation)
     _run_measure(net, tokenizer, corpus, model, options)
 
 
-
 DEMO_MODEL = "demo-tiny-llama"
-
 
 
 @click.command()
@@ -181,7 +176,6 @@ def demo(export_dir, **options):
     _run_measure(net, tokenizer, corpus, folder.name, options)
     if export_dir:
         _export_demo(folder, corpus_file, export_dir)
-
 
 
 def _export_demo(folder, corpus_file, out) -> None:

@@ -7,13 +7,13 @@ import os
 import click
 
 from advisor.errors import AdvisorError
+from pipelines.sweep.config import METHODS
 from store.keys import use_store
 from store.tracking_server import TrackingError, check_tracking_server
 from store.uri import check_store, prepare_store
 
 TRACKING_HELP = "MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db]."
 DATASET_HELP = "Text file, folder, or hub id[:config] [default: Salesforce/wikitext:wikitext-2-raw-v1]."
-METHODS = ("rtn", "gptq")
 
 tracking_uri_option = click.option("--tracking-uri", default=None, help=TRACKING_HELP)
 

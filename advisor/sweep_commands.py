@@ -144,7 +144,6 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
                           "the FAILED runs hold the error, re-run the sweep to retry them")
 
 
-
 @click.command()
 @click.argument("model")
 @click.option("--gguf-file", default=None, help="GGUF file inside MODEL's folder (or give the .gguf path).")

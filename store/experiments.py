@@ -22,7 +22,6 @@ def artifact_location(tracking_uri: str, name: str) -> str | None:
     return str(database.with_name(f"{database.stem}-artifacts") / folder)
 
 
-
 def experiment_id(client, name: str, description: str | None = None) -> str:
     """The id of experiment `name`: created if missing, restored if it was deleted (its runs are
     the audit trail of registered versions, and MLflow refuses to log into a deleted one)."""

@@ -9,7 +9,6 @@ class TrackingError(InputError, RuntimeError):
     """A tracking store that cannot be used; the message says which and why."""
 
 
-
 def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, not after minutes of retries, when an http(s) tracking URI does not answer."""
     if not uri.startswith(("http://", "https://")):
@@ -21,7 +20,6 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
     except Exception as err:
         raise TrackingError(f"tracking server {uri} does not answer ({err}); start it or pass "
                             "another --tracking-uri") from None
-
 
 
 def store_failure(err: BaseException) -> str | None:

@@ -344,3 +344,26 @@ def test_gptq_keys_only_gptq_and_fp_hessian_runs_do_not_teach_the_predictor(trai
     assert table["nll_gptq"].isna().all() and table["nll_rtn"].notna().all()
     assert build_feature_table(TableQuery(("fp",), hessians=None), client)["nll_gptq"].notna().all()
     assert build_feature_table(TableQuery(("t",)), client)["nll_gptq"].notna().all()
+
+
+def test_concurrent_sweeps_share_the_cores(tmp_path, monkeypatch):
+    import os
+
+    import torch
+
+    from pipelines.sweep.core_share import fair_share_of_cores, live_sweeps
+
+    folder = tmp_path / "cache" / "running-sweeps"
+    folder.mkdir(parents=True)
+    (folder / f"{os.getppid()}.sweep").write_text("")  # another live sweep on this machine
+    (folder / "999999999.sweep").write_text("")  # a dead one: removed, not counted
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(8)
+    try:
+        with fair_share_of_cores() as threads:
+            assert threads == 4 and torch.get_num_threads() == 4
+            assert live_sweeps(folder) == 2 and not (folder / "999999999.sweep").exists()
+        assert torch.get_num_threads() == 8 and not (folder / f"{os.getpid()}.sweep").exists()
+    finally:
+        torch.set_num_threads(before)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from pipelines.quantize.formats import Format, parse_formats
 from pipelines.sources.model_set import ModelEntry
 
 METHODS = ("rtn", "gptq")
-
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class SweepConfig:
     """Everything a sweep needs; what changes the numbers goes into the variant keys."""
 
     models: tuple[ModelEntry, ...]
-    formats: tuple[str, ...]
+    formats: tuple[Format, ...]  # format strings and presets are parsed here, once
     dataset: str
     methods: tuple[str, ...] = METHODS
     experiment: str = "ptq-sweep"
@@ -29,6 +29,11 @@ class SweepConfig:
     dtype: str = "float32"
     landscape_step_db: float = 4.0  # radial profile 0..40 dB at this step; 0 = no profile
     batch_size: int = 8
+
+    def __post_init__(self):
+        object.__setattr__(self, "formats", tuple(
+            f if isinstance(f, Format) else g for f in self.formats
+            for g in ([f] if isinstance(f, Format) else parse_formats([f]))))
 
     def result_settings(self) -> dict:
         """The settings that change measured values (keys of the runs)."""

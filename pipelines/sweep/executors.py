@@ -7,7 +7,6 @@ does not depend on the executor; an executor only decides where `sweep_unit(unit
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -77,7 +76,7 @@ class ProcessExecutor:
 
         units = list(units)
         workers = max(1, min(self.workers, len(units)))
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = max(1, torch_threads() // workers)  # this sweep's share of the cores, split
         # spawn, not fork: torch and MLflow's sqlite connections do not survive a fork
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(sweep_unit, replace(u, threads=threads)): u for u in units}
@@ -86,6 +85,12 @@ class ProcessExecutor:
                 for _ in result:
                     done()
                 yield futures[future], result
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def executor_for(workers: int):

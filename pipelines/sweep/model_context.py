@@ -8,7 +8,6 @@ from pipelines.gptq.features import measure_gptq
 from pipelines.measure.evaluate_formats import sequence_length
 from pipelines.measure.features import FeatureSettings, measure_rtn
 from pipelines.measure.nll import NllResult
-from pipelines.quantize.formats import parse_formats
 from pipelines.quantize.rtn import find_weights
 from pipelines.sources.corpus import load_corpus
 from pipelines.sources.model_set import ModelEntry, short_name
@@ -19,12 +18,12 @@ from pipelines.sources.token_windows import (
 )
 from pipelines.sweep.config import SweepConfig
 from pipelines.sweep.measuring_code import core_code_version, method_code_version
+from pipelines.tokenizer_check import refuse_broken_tokenizer
 from store.keys import variant_key
 
 
 def _numeric(record: dict, names: list[str]) -> dict:
     return {n: float(record[n]) for n in names if n in record and record[n] is not None}
-
 
 
 @dataclass
@@ -38,7 +37,6 @@ class Variant:
     params: dict
 
 
-
 class ModelContext:
     """What measuring any variant of one base model needs, loaded once per process (no MLflow)."""
 
@@ -48,6 +46,7 @@ class ModelContext:
         self.corpus = load_corpus(config.dataset)
         self.model, self.tokenizer, self.source = load_model(entry.spec, dtype=config.dtype,
                                                              gguf_file=entry.gguf_file)
+        refuse_broken_tokenizer(self.model, self.tokenizer, self.source, self.corpus.validation)
         self.seq_len = sequence_length(self.model, config.seq_len)
         self.name = entry.name or short_name(self.source.gguf_file or entry.spec)
         self.model_key = variant_key({"model": self.source.fingerprint, "dataset": self.corpus.digest,
@@ -77,14 +76,15 @@ class ModelContext:
     def variants(self) -> list[Variant]:
 
         out = []
-        for fmt in parse_formats(list(self.config.formats)):
+        for fmt in self.config.formats:
             base = {"format": fmt.name, "family": fmt.family, "precision": fmt.precision,
                     "exp_bits": fmt.exp_bits, "man_bits": fmt.man_bits,
                     "block_size": fmt.block_size or 0, "granularity": fmt.granularity}
             for method in self.config.methods:
+                code = method_code_version(method) or core_code_version()
                 out.append(Variant(f"{self.name} · {fmt.name} · {method}",
                                    self.variant_key(fmt.name, method),
-                                   fmt, method, {**base, "method": method}))
+                                   fmt, method, {**base, "method": method, "code_version": code}))
         return out
 
     def variant_key(self, format_name: str, method: str) -> str:

@@ -16,7 +16,6 @@ def log_landscape(mlflow, model, targets, windows, config: SweepConfig, name: st
     log_profile(mlflow, points, f"{name}: radial loss landscape")
 
 
-
 def log_variant_plots(mlflow, name, results, fp) -> None:
     """NLL vs SQNR (Xu Fig. 3) and NLL vs weight bytes (Xu Fig. 6) of a model's variants ({run name: metrics})."""
     import matplotlib

@@ -24,9 +24,10 @@ from pipelines.sources.architecture import architecture, non_embedding_params
 from pipelines.sources.model_set import ModelEntry
 from pipelines.sweep.config import SweepConfig
 from pipelines.sweep.machine import MACHINE_TAG, describe
-from pipelines.sweep.measuring_code import core_code_version, method_code_version
+from pipelines.sweep.measuring_code import core_code_version
 from pipelines.sweep.model_context import ModelContext
 from pipelines.sweep.plots import log_landscape, log_variant_plots
+from store.faults import fault_point
 from store.keys import KEY_TAG, KIND_TAG, runs_with_key, variant_key
 from store.run_claims import Waiting, claimed_run, settle, wait_for
 from store.run_claims import order as _order
@@ -70,16 +71,19 @@ def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_r
             client.delete_run(parent_id)
             parent, previous = mlflow.start_run(run_id=first.info.run_id), [first]
             parent_id = first.info.run_id
-    if not previous:
+    fault_point("sweep.parent_created")
+    # a parent made by a sweep killed before its params or dataset were logged is completed here
+    made = client.get_run(parent_id)
+    if "model" not in made.data.params:
         mlflow.log_params({"model": spec, "model_kind": ctx.source.kind, "model_fingerprint": ctx.source.fingerprint,
                            "gguf_file": ctx.source.gguf_file, "revision": ctx.source.revision,
                            "family": entry.family, "train_tokens": entry.train_tokens,
                            "dataset": ctx.corpus.spec, "dataset_digest": ctx.corpus.digest,
                            "seq_len": ctx.seq_len, "windows": len(ctx.windows.input_ids),
                            "bos": ctx.windows.bos, "code_version": core_code_version(),
-                           "code_version.gptq": method_code_version("gptq"),
                            **{f"arch.{k}": v for k, v in architecture(ctx.model).items()},
                            **{f"setting.{k}": v for k, v in config.result_settings().items()}})
+    if not made.inputs.dataset_inputs:
         _log_dataset(mlflow, ctx.corpus)
     if not _setup_done(client, parent_id, config):
         # fp loss and landscape once per model however many sweeps share it: claimed like a variant

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from pipelines.quantize.formats import parse_formats
 from pipelines.sweep.config import SweepConfig
+from pipelines.sweep.core_share import fair_share_of_cores
 from pipelines.sweep.executors import SweepUnit, executor_for
 from store.experiments import experiment_id as ensure_experiment
 from store.keys import use_store
@@ -16,8 +16,7 @@ from store.uri import prepare_store
 
 def variant_count(config: SweepConfig) -> int:
     """How many child runs the sweep has (reused ones included)."""
-    return len(config.models) * len(parse_formats(list(config.formats))) * len(config.methods)
-
+    return len(config.models) * len(config.formats) * len(config.methods)
 
 
 def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
@@ -49,7 +48,8 @@ def run_sweep(config: SweepConfig, tracking_uri: str | None = None, say=print,
     units = [SweepUnit(config, entry, mlflow.get_tracking_uri(), experiment_id, root_run_id)
              for entry in config.models]
     try:
-        by_spec = {unit.entry.spec: result for unit, result in executor.run(units, say, done)}
+        with fair_share_of_cores():  # a Ray cluster places its own work; local sweeps share this machine
+            by_spec = {unit.entry.spec: result for unit, result in executor.run(units, say, done)}
     except Exception as err:
         cause = store_failure(err)
         if cause is None:

@@ -24,6 +24,7 @@ from registry.versions import (
     resolve_version,
 )
 from store.errors import InputError
+from store.faults import fault_point
 
 QID_LAW, LOSS16_LAW = "qid-law", "loss16-law"
 CURRENT = "current"
@@ -96,6 +97,7 @@ def _log_version(client, name: str, config: dict, tags: dict, description: str,
                                        signature=signature, input_example=example,
                                        pip_requirements=PIP_REQUIREMENTS, registered_model_name=name)
     version = str(info.registered_model_version)
+    fault_point("registry.law_registered")
     for key, value in {**tags, "lineage": f"run {run.info.run_id} in experiment {experiment_id}"}.items():
         client.set_model_version_tag(name, version, key, value)
     client.update_model_version(name, version, description=description)
@@ -123,14 +125,29 @@ def _published_config(name: str) -> dict:
     return {"kind": LOSS16_LAW, "law": published_loss16_law()}
 
 
-def _seed(client, name: str):
-    """Version 1 of `name` from the published coefficients, or None if `name` has versions."""
-    if _has_versions(client, name):
-        return None
-    tags = {"source": PUBLISHED_SOURCE, "kind": "published", "keys": "gptq/int" if name == QID_LAW else "loss16",
+def _published_tags(name: str) -> dict:
+    return {"source": PUBLISHED_SOURCE, "kind": "published", "keys": "gptq/int" if name == QID_LAW else "loss16",
             "n_rows": "unpublished", "training_runs": "none (published coefficients)"}
-    return _log_version(client, name, _published_config(name), tags,
-                        f"Published coefficients: {PUBLISHED_SOURCE}.")
+
+
+def _seed(client, name: str):
+    """Version 1 of `name` from the published coefficients, or None if `name` is complete already.
+
+    A seed killed half-way (a version registered, its tags or `current` alias not yet set) left
+    `name` without a law to answer with: that version is completed here instead of skipped.
+    """
+    if not _has_versions(client, name):
+        return _log_version(client, name, _published_config(name), _published_tags(name),
+                            f"Published coefficients: {PUBLISHED_SOURCE}.")
+    versions = client.search_model_versions(f"name = '{name}'")
+    if any(CURRENT in v.aliases for v in versions):
+        return None
+    first = min(versions, key=lambda v: int(v.version))
+    for key, value in _published_tags(name).items():
+        if key not in first.tags:
+            client.set_model_version_tag(name, first.version, key, value)
+    client.set_registered_model_alias(name, CURRENT, first.version)
+    return client.get_model_version(name, first.version)
 
 
 def seed_published_laws(client=None) -> dict:
