@@ -39,7 +39,7 @@ from pipelines.sources.model_source import load_model  # noqa: E402
 from pipelines.sources.token_windows import calibration_windows, evaluation_windows  # noqa: E402
 
 FORMATS = ("mxint4_32", "int4_g128", "mxint3_32", "mxfp4_e2m1_32", "int8_tens")
-ARMS = ("rtn", "gptq-fp", "gptq-seq", "gptq-seq-search", "reference")
+ARMS = ("rtn", "gptq-seq", "gptq-fp", "reference", "gptq-seq-search")
 
 
 def reference_layer(ref):
@@ -92,8 +92,11 @@ def main(argv=None) -> int:
     name = Path(source.gguf_file or args.model).name
     rows = json.loads(args.json.read_text())["rows"] if args.json and args.json.exists() else []
     ref = reference_module(args.reference) if "reference" in args.arms else None
-    plan = [(f, a) for f in args.formats.split(",") for a in args.arms.split(",")]
+    # arm by arm over all formats, the cheap and decisive arms first: a partial run already answers
+    arms = args.arms.split(",")
+    plan = [(f, a) for a in arms if a != "gptq-seq-search" for f in args.formats.split(",")]
     plan += [(f, "gptq-seq-128") for f in args.large_calibration.split(",") if f]
+    plan += [(f, "gptq-seq-search") for f in args.formats.split(",") if "gptq-seq-search" in arms]
     for fmt_name, arm in plan:
         if any(r["format"] == fmt_name and r["arm"] == arm for r in rows):
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from store.relocate import artifacts_root
 from store.uri import sqlite_file
 
 
@@ -19,7 +20,7 @@ def artifact_location(tracking_uri: str, name: str) -> str | None:
     if database is None:
         return None
     folder = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "experiment"
-    return str(database.with_name(f"{database.stem}-artifacts") / folder)
+    return str(artifacts_root(database) / folder)
 
 
 def experiment_id(client, name: str, description: str | None = None) -> str:

@@ -3,7 +3,8 @@
 Faults a user can hit are InputErrors with the fix: a misspelt sqlite URI, a bare file path, a
 folder that does not exist, a file that is not (or no longer) an SQLite database. A new sqlite
 store gets MLflow's schema under a file lock, so several commands started at once on a fresh file
-do not race MLflow's migrations; tables a killed migration left behind are removed first.
+do not race MLflow's migrations; tables a killed migration left behind are removed first, and a
+store folder copied or moved elsewhere gets its artifact paths pointed at its own folder.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from store.errors import InputError
+from store.relocate import relocate
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -105,6 +107,7 @@ def prepare_store(uri: str) -> None:
 
     with _locked(path):
         _drop_abandoned_migration_tables(path)
+        relocate(path)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)  # creates / migrates the tracking schema
         client.search_registered_models(max_results=1)  # and the registry's (same file)

@@ -10,6 +10,7 @@ Fault cases tried (add the next one here, with its test):
 - an unreachable tracking server                    -> "does not answer" (test_recommend, test_gate)
 - three first commands at once on a fresh file      -> all succeed (schema created under a lock, seeded)
 - tables a killed schema migration left behind      -> removed; the store works
+- a store folder copied elsewhere (file + artifacts) -> works on its own, never writes into the original
 - an unexpected error                               -> one line, exit 1; `--debug` shows the traceback
 """
 
@@ -105,3 +106,30 @@ def test_an_unexpected_error_is_one_line_exit_1_and_debug_shows_it(tmp_path, mon
     assert "Traceback" not in result.output
     debug = versions(uri, "--debug")
     assert debug.exit_code == 1 and isinstance(debug.exception, ZeroDivisionError)
+
+
+def test_a_copied_store_folder_works_on_its_own(tmp_path):
+    import shutil
+
+    from mlflow import MlflowClient
+
+    original = tmp_path / "a" / "store.db"
+    original.parent.mkdir()
+    seeded = CliRunner().invoke(cli, ["seed", "--measured-data", "none", "--no-fit", "--tracking-uri",
+                                      f"sqlite:///{original}"])
+    assert seeded.exit_code == 0, seeded.output
+    copy = tmp_path / "b" / "store.db"
+    shutil.copytree(original.parent, copy.parent)
+    before = sorted(p.relative_to(original.parent) for p in original.parent.rglob("*"))
+    # the copy answers from its own artifacts and writes into its own folder
+    listed = CliRunner().invoke(cli, ["models", "--json", "--tracking-uri", f"sqlite:///{copy}"])
+    assert listed.exit_code == 0, listed.output
+    client = MlflowClient(tracking_uri=f"sqlite:///{copy}", registry_uri=f"sqlite:///{copy}")
+    locations = [e.artifact_location for e in client.search_experiments() if e.name != "Default"]
+    assert locations and all(loc.startswith(str(copy.parent / "store-artifacts")) for loc in locations)
+    law = client.get_model_version_by_alias("qid-law", "current")
+    assert str(copy.parent) in client.get_model_version_download_uri("qid-law", law.version)
+    again = CliRunner().invoke(cli, ["seed", "--measured-data", "none", "--no-fit", "--tracking-uri",
+                                     f"sqlite:///{copy}"])
+    assert again.exit_code == 0, again.output
+    assert sorted(p.relative_to(original.parent) for p in original.parent.rglob("*")) == before
