@@ -23,13 +23,24 @@ def artifacts_root(database: Path) -> Path:
     return database.with_name(f"{database.stem}-artifacts")
 
 
-def recorded_roots(db: sqlite3.Connection) -> set[str]:
-    roots = set()
+def recorded_roots(db: sqlite3.Connection) -> dict[str, set[str]]:
+    """{recorded `*-artifacts` root: names of the experiment folders under it}."""
+    roots: dict[str, set[str]] = {}
     for (location,) in db.execute("SELECT artifact_location FROM experiments"):
-        parent = str(Path(str(location).removeprefix("file://")).parent)
-        if parent.endswith("-artifacts"):
-            roots.add(parent)
+        path = Path(str(location).removeprefix("file://"))
+        if str(path.parent).endswith("-artifacts"):
+            roots.setdefault(str(path.parent), set()).add(path.name)
     return roots
+
+
+def _copied_here(own: Path, root: str, folders: set[str]) -> bool:
+    """Whether the recorded root's artifacts came along: its experiment folders (those that exist
+    there, if it still exists) are here. A store file copied alone, whose new experiments made an
+    artifacts folder beside it, must keep pointing at the original's artifacts."""
+    if not any((own / name).is_dir() for name in folders):
+        return False
+    old = Path(root)
+    return not old.is_dir() or all((own / name).is_dir() for name in folders if (old / name).is_dir())
 
 
 def relocate(database: Path) -> int:
@@ -41,8 +52,8 @@ def relocate(database: Path) -> int:
     changed = 0
     with sqlite3.connect(database) as db:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        for root in recorded_roots(db) - {str(own)}:
-            if Path(root).resolve() == own.resolve():
+        for root, folders in recorded_roots(db).items():
+            if Path(root).resolve() == own.resolve() or not _copied_here(own, root, folders):
                 continue
             for prefix in (root, f"file://{root}"):
                 target = str(own) if not prefix.startswith("file://") else f"file://{own}"

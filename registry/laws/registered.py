@@ -139,10 +139,14 @@ def _seed(client, name: str):
     if not _has_versions(client, name):
         return _log_version(client, name, _published_config(name), _published_tags(name),
                             f"Published coefficients: {PUBLISHED_SOURCE}.")
-    versions = client.search_model_versions(f"name = '{name}'")
-    if any(CURRENT in v.aliases for v in versions):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version_by_alias(name, CURRENT)  # (search results carry no aliases)
         return None
-    first = min(versions, key=lambda v: int(v.version))
+    except MlflowException:
+        pass
+    first = min(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
     for key, value in _published_tags(name).items():
         if key not in first.tags:
             client.set_model_version_tag(name, first.version, key, value)
