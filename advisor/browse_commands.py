@@ -14,8 +14,14 @@ from advisor.recommend import mark_pareto
 from advisor.recommend_command import DEFAULT_FORMATS
 from advisor.seed_command import ensure_seeded
 from pipelines.quantize.formats import parse_formats
-from registry.predictor.feature_table import FEATURES, TableQuery, build_feature_table
+from registry.predictor.feature_table import (
+    FEATURES,
+    FeatureTableError,
+    TableQuery,
+    build_feature_table,
+)
 from registry.predictor.registered import load_predictor
+from registry.prior.registered import PriorNotFoundError, load_prior
 
 
 def _count(n) -> str:
@@ -80,27 +86,120 @@ def pareto(model_names, formats_spec, methods, experiments, tracking_uri, as_jso
 @click.command()
 @click.argument("model")
 @click.argument("format_name", metavar="FORMAT")
+@click.option("--method", type=click.Choice(["gptq", "rtn"]), default="gptq", show_default=True,
+              help="The method of the variant to explain.")
 @click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True)
-@click.option("--version", "ref", default="champion", show_default=True, help="Predictor alias or version.")
+@click.option("--version", "ref", default="champion", show_default=True,
+              help="Predictor (swept GPTQ variants) or prior (any other variant) alias or version.")
 @tracking_uri_option
 @click.option("--json", "as_json", is_flag=True)
 @friendly_errors
-def explain(model, format_name, experiments, ref, tracking_uri, as_json):
-    """Why the predictor says what it says for MODEL in FORMAT (a swept model).
+def explain(model, format_name, method, experiments, ref, tracking_uri, as_json):
+    """Why the advisor predicts what it does for MODEL in FORMAT by --method.
 
-    Per-feature contributions along the trees' decision paths (Saabas), which add up exactly to
-    the prediction, and the predictor's global importances (Xu et al. App. D).
+    A swept model's GPTQ variant: per-feature contributions of the loss predictor along its trees'
+    decision paths (Saabas), which add up exactly to the prediction, with its global importances
+    (Xu et al. App. D). Any other catalog variant: the prior's terms (coefficient × standardized
+    fact; Saabas for a forest prior), the model and format facts it read, the published result for
+    exactly that variant if there is one, and the nearest published or measured rows it learned from.
     """
+    client = open_store(tracking_uri)
+    try:
+        table = build_feature_table(TableQuery(tuple(experiments)), client)
+    except FeatureTableError:
+        table = None
+    rows = None if table is None else table[(table["model"] == model) & (table["format"] == format_name)]
+    if method == "gptq" and rows is not None and not rows.empty:
+        _explain_predictor(client, model, format_name, rows, ref, as_json)
+        return
+    try:
+        prior = load_prior(ref, client)
+    except PriorNotFoundError as err:
+        pairs = [] if table is None else sorted(set(zip(table["model"], table["format"])))
+        raise AdvisorError(f"no swept variant {model} · {format_name}; swept: "
+                           + (", ".join(f"{m} · {f}" for m, f in pairs[:12]) + (" …" if len(pairs) > 12 else "")
+                              if pairs else "none") + f"; and {err}") from None
+    report = explain_prior(prior, ensure_seeded(client, experiments), model, format_name, method)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    f = report["facts"]
+    head = (f"{report['model']} · {report['format']} · {method} by {prior.cite}: ΔNLL {report['delta_nll']:.4f} "
+            f"[{report['lower']:.4f}, {report['upper']:.4f}] nats/token (90%)")
+    if report["published"]:
+        p = report["published"]
+        head += f"; published {p['delta_nll']:.4f} ({p['source']}, {p['corpus']})"
+    click.echo(head)
+    tokens = "unknown (imputed)" if f["train_tokens"] is None else _count(f["train_tokens"])
+    click.echo(f"  facts: N {_count(f['non_embedding_params'])} non-embedding, D {tokens} tokens, "
+               f"{f['architecture']}; {f['format_family']} {f['granularity']} P={f['precision']}, "
+               f"SQNR {f['sqnr_db']:.2f} dB on the synthetic weights")
+    click.echo(f"  ln ΔNLL = {report['bias']:+.4f} (intercept) + terms below"
+               + (f" {report['saturation']:+.4f} (saturation, GPTQ ≤ RTN)" if report["saturation"] else "")
+               + ":")
+    for c in sorted(report["contributions"], key=lambda c: -abs(c["contribution"]))[:10]:
+        click.echo(f"    {c['feature']:<14} = {c['value']:<10.4g} {c['contribution']:+.4f}")
+    click.echo("  nearest rows it learned from:")
+    for n in report["nearest"]:
+        click.echo(f"    {n['model']} · {n['format']} · {n['method']}: ΔNLL {n['delta_nll']:.4f} "
+                   f"({n['origin']}: {n['cite']})")
+
+
+def explain_prior(prior, catalog, model: str, format_name: str, method: str) -> dict:
+    """The prior's answer for one catalog variant, term by term, with the rows that drive it."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.quantize.formats import parse_format
+    from registry.catalog.entries import CatalogError
+    from registry.prior.features import REFERENCE_CORPUS, design
+    from registry.prior.model import contributions, predict_log
+
+    try:
+        entry = catalog.get(model)
+    except CatalogError as err:
+        raise AdvisorError(str(err)) from None
+    fmt = parse_format(format_name)
+    sqnr = prior.sqnr_db(fmt.as_dict())
+    if math.isnan(sqnr):
+        raise AdvisorError(f"{fmt.name} is outside {prior.cite}'s SQNR table: no prior for it")
+    tokens = entry.train_tokens
+    frame = pd.DataFrame({"non_embedding_params": [float(entry.non_embedding_params)],
+                          "train_tokens": [math.nan if tokens is None else float(tokens)], "method": [method],
+                          "sqnr_db": [sqnr], "precision": [fmt.precision], "format_family": [fmt.family],
+                          "granularity": [fmt.granularity], "corpus": [REFERENCE_CORPUS]})
+    answer = prior.predict(frame).iloc[0]
+    model_doc = prior.params["model"]
+    bias, parts = contributions(model_doc, frame)
+    values = [float(v) for v in design(frame, model_doc["log_d_fill"], model_doc["features"])[0]]
+    saturation = float(predict_log(model_doc, frame)[0] - bias - parts[0].sum())
+    log_n = math.log(entry.non_embedding_params)
+
+    def distance(r):
+        return ((r["format"] != fmt.name) + 2 * (r["method"] != method)
+                + abs(log_n - math.log(r["non_embedding_params"])) + abs(sqnr - r["sqnr_db"]) / 10)
+
+    nearest = sorted(prior.params["training_rows"], key=distance)[:5]
+    return {"model": entry.name, "format": fmt.name, "method": method, "explained_by": prior.cite,
+            "facts": {"non_embedding_params": entry.non_embedding_params, "train_tokens": tokens,
+                      "architecture": entry.architecture, "family": entry.family, "sqnr_db": sqnr,
+                      "precision": fmt.precision, "format_family": fmt.family, "granularity": fmt.granularity},
+            "delta_nll": float(answer["delta_nll"]), "lower": float(answer["lower"]), "upper": float(answer["upper"]),
+            "published": prior.published(entry.name, fmt.name, method),
+            "bias": float(bias), "saturation": saturation if abs(saturation) > 1e-12 else 0.0,
+            "contributions": [{"feature": f, "value": v, "contribution": float(c)}
+                              for f, v, c in zip(model_doc["features"], values, np.asarray(parts[0]))],
+            "nearest": [{k: r[k] for k in ("model", "format", "method", "origin", "cite", "corpus", "delta_nll")}
+                        for r in nearest]}
+
+
+def _explain_predictor(client, model, format_name, rows, ref, as_json) -> None:
+    """A swept GPTQ variant explained by the loss predictor (Saabas contributions)."""
     from registry.predictor.spec import spec_scale
     from registry.predictor.tree_json import TreeEnsemble
 
-    client = open_store(tracking_uri)
-    table = build_feature_table(TableQuery(tuple(experiments)), client)
-    rows = table[(table["model"] == model) & (table["format"] == format_name)]
-    if rows.empty:
-        pairs = sorted(set(zip(table["model"], table["format"])))
-        raise AdvisorError(f"no swept variant {model} · {format_name}; swept: "
-                           + ", ".join(f"{m} · {f}" for m, f in pairs[:12]) + (" …" if len(pairs) > 12 else ""))
     row = rows.iloc[0]
     predictor = load_predictor(ref, client)
     spec = predictor.spec

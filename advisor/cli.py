@@ -68,6 +68,7 @@ from advisor.export_command import export  # noqa: E402
 from advisor.fetch_model_command import fetch_model  # noqa: E402
 from advisor.gate import gate  # noqa: E402
 from advisor.measure_commands import demo, measure  # noqa: E402
+from advisor.prior_command import prior  # noqa: E402
 from advisor.recommend_command import recommend  # noqa: E402
 from advisor.registry_commands import fit_predictor, fit_qid, registry  # noqa: E402
 from advisor.seed_command import seed  # noqa: E402
@@ -75,7 +76,7 @@ from advisor.sweep_commands import landscape, sweep  # noqa: E402
 from advisor.zoo_command import zoo  # noqa: E402
 
 for command in (measure, demo, sweep, landscape, fit_predictor, fit_qid, registry, recommend, seed, models, pareto,
-                explain, export, gate, zoo, fetch_model):
+                explain, export, gate, zoo, fetch_model, prior):
     cli.add_command(command)
 
 

@@ -1,10 +1,14 @@
 """Candidates under a memory budget, their predicted loss, and the pick (no CLI, no torch).
 
-Two kinds of candidate rows (DESIGN: "two predictors, one answer"):
-- measured: a sweep logged the model's RTN features → RTN loss as measured, GPTQ loss from
-  `ptq-loss-predictor@champion` with its conformal interval; bytes as measured.
-- catalog-only: only N, D and the architecture are known → fp loss (measured, else the 16-bit
-  law) + ΔqLoss from the QiD law; bytes from the memory model. Coarser, and labelled so.
+Three kinds of candidate rows:
+- measured: a sweep logged the model's variants → RTN (and GPTQ, where measured) loss as measured,
+  ranked by it, with the prediction beside it; GPTQ not measured → `ptq-loss-predictor@champion`
+  with its conformal interval; bytes as measured.
+- published: a catalog model in a format and method a paper or README printed → that ΔNLL, cited.
+- prior: any other catalog (model, format, method) → ΔNLL from `ptq-prior@champion` with its
+  multiplicative interval (wider when the model's training tokens are unknown); without a
+  registered prior, the QiD law (`law`). The fp loss under it: measured, else published (an fp
+  perplexity printed next to quantized ones), else the 16-bit law — `fp_source` says which.
 Rows are ranked by bits per byte (comparable across tokenizers); nats/token are shown too.
 """
 
@@ -41,8 +45,8 @@ class Row:
     nll: float  # predicted NLL, nats/token
     nll_fp: float
     bpb: float  # predicted bits per byte
-    source: str  # what produced the loss: measured | predictor | law
-    cite: str  # the registered versions / run behind it
+    source: str  # what produced the loss: measured | published | predictor | prior | law | catalog
+    cite: str  # the registered versions / run / publication behind it
     nll_lower: float | None = None
     nll_upper: float | None = None
     measured_nll: float | None = None
@@ -51,6 +55,8 @@ class Row:
     notes: list = field(default_factory=list)
     spec: str | None = None  # where the weights come from (a swept path / GGUF, or a hub id)
     gguf_file: str | None = None
+    fp_source: str = "measured"  # where nll_fp comes from: measured | published | law
+    predicted_nll: float | None = None  # the prediction beside a measured or published loss
 
     @property
     def delta_nll(self) -> float:
@@ -65,7 +71,10 @@ class Row:
                 "nll_fp": self.nll_fp, "delta_nll": self.delta_nll, "bpb": self.bpb,
                 "bpb_lower": None if self.nll_lower is None else self.nll_lower * scale,
                 "bpb_upper": None if self.nll_upper is None else self.nll_upper * scale,
-                "measured_nll": self.measured_nll, "source": self.source, "cite": self.cite,
+                "lower": None if self.nll_lower is None else self.nll_lower - self.nll_fp,
+                "upper": None if self.nll_upper is None else self.nll_upper - self.nll_fp,
+                "measured_nll": self.measured_nll, "predicted_nll": self.predicted_nll,
+                "source": self.source, "cite": self.cite, "fp_source": self.fp_source,
                 "bytes_per_token_assumed": self.bytes_per_token_assumed, "pareto": self.pareto,
                 "notes": self.notes, "spec": self.spec}
 
@@ -105,10 +114,15 @@ def measured_rows(table, formats: dict[str, Format], methods, plan: MemoryPlan, 
                             gguf_file=_text(r.get("gguf_file"))))
         if predicted is not None:
             nll, lower, upper = (float(predicted[c].iloc[i]) for c in ("nll_gptq", "lower", "upper"))
-            measured = r["nll_gptq"] if _finite(r["nll_gptq"]) else None
-            rows.append(Row(r["model"], fmt.name, "gptq", fmt.bits_per_weight, memory, nll, r["nll_fp"],
-                            nll * per_nat, "predictor", predictor.uri, lower, upper, measured,
-                            spec=_text(r.get("model_spec")), gguf_file=_text(r.get("gguf_file"))))
+            where = {"spec": _text(r.get("model_spec")), "gguf_file": _text(r.get("gguf_file"))}
+            if _finite(r["nll_gptq"]):  # measured: ranked by the measurement, the prediction beside it
+                measured = float(r["nll_gptq"])
+                rows.append(Row(r["model"], fmt.name, "gptq", fmt.bits_per_weight, memory, measured, r["nll_fp"],
+                                measured * per_nat, "measured", f"runs:/{r['gptq_run_id']}", measured_nll=measured,
+                                predicted_nll=nll, notes=[f"predicted {nll:.4f} by {predictor.uri}"], **where))
+            else:
+                rows.append(Row(r["model"], fmt.name, "gptq", fmt.bits_per_weight, memory, nll, r["nll_fp"],
+                                nll * per_nat, "predictor", predictor.uri, lower, upper, **where))
     return rows
 
 
@@ -121,9 +135,57 @@ def architecture_of(entry) -> Architecture:
                         gated_mlp=shape.gated_mlp, fused_qkv=shape.fused_qkv)
 
 
+def _fp_loss(entry, prior, law16) -> tuple[float, str, str] | None:
+    """(nll_fp nats/token, fp_source, what to cite): measured, else published, else the 16-bit law."""
+    measured = entry.measured_fp
+    if measured is not None:
+        return float(measured.nll), "measured", f"measured fp loss (runs:/{measured.run_id})"
+    published = prior.fp_published(entry.name) if prior is not None else None
+    if published is not None:
+        return (published["nll"], "published",
+                f"fp ppl {published['ppl']:g} on {published['corpus']} ({published['source']})")
+    if law16 is not None:
+        return law16[0], "law", law16[1]
+    return None
+
+
+def _prior_frame(grid):
+    import pandas as pd
+
+    from registry.prior.features import REFERENCE_CORPUS
+
+    return pd.DataFrame({
+        "non_embedding_params": [float(g["entry"].non_embedding_params) for g in grid],
+        "train_tokens": [float(g["entry"].train_tokens) if _finite(g["entry"].train_tokens) else math.nan
+                         for g in grid],
+        "method": [g["method"] for g in grid], "sqnr_db": [g["sqnr"] for g in grid],
+        "precision": [g["fmt"].precision for g in grid], "format_family": [g["fmt"].family for g in grid],
+        "granularity": [g["fmt"].granularity for g in grid], "corpus": REFERENCE_CORPUS})
+
+
+def _prior_row(g, prior, point, lower, upper, unknown_d) -> Row:
+    """A catalog row answered by the prior, or by the published result for exactly this variant."""
+    entry, fmt, method, nll_fp = g["entry"], g["fmt"], g["method"], g["nll_fp"]
+    common = {"bytes_per_token_assumed": g["assumed"], "spec": entry.hub_id, "fp_source": g["fp_source"]}
+    found = prior.published(entry.name, fmt.name, method)
+    if found is not None:  # a published measurement, not a prediction: no interval, the prior beside it
+        nll = nll_fp + found["delta_nll"]
+        return Row(entry.name, fmt.name, method, fmt.bits_per_weight, g["memory"], nll, nll_fp, nll * g["per_nat"],
+                   "published", f"{found['source']} ({found['link']}): {found['corpus']} ppl {found['ppl_fp']:g} → "
+                   f"{found['ppl_q']:g}" + ("" if found["source"] in g["fp_cite"] else f"; {g['fp_cite']}"),
+                   predicted_nll=nll_fp + point,
+                   notes=[(f"published ΔNLL {found['delta_nll']:.4f}; {prior.cite} predicts {point:.4f} "
+                          f"[{lower:.4f}, {upper:.4f}]")], **common)
+    notes = ["training tokens unknown: imputed, wider interval"] if unknown_d else []
+    nll = nll_fp + point
+    return Row(entry.name, fmt.name, method, fmt.bits_per_weight, g["memory"], nll, nll_fp, nll * g["per_nat"],
+               "prior", f"{prior.cite}; {g['fp_cite']}", nll_fp + lower, nll_fp + upper, notes=notes, **common)
+
+
 def catalog_rows(entries, formats: dict[str, Format], methods, plan: MemoryPlan, qid_law, loss16_law,
-                 catalog_cite: str) -> tuple[list[Row], list[str]]:
-    """Rows for catalog models from the laws; ([Row], [why an entry was skipped]). One law call each."""
+                 catalog_cite: str, prior=None) -> tuple[list[Row], list[str]]:
+    """Rows for catalog models: published results, else the prior, else the QiD law; ([Row], [why an
+    entry or variant got no row]). One prior call and one law call for the whole grid."""
     import pandas as pd
 
     models, skipped = [], []
@@ -133,49 +195,65 @@ def catalog_rows(entries, formats: dict[str, Format], methods, plan: MemoryPlan,
             skipped.append(f"{entry.name}: catalog entry lacks {', '.join(missing)}, so its size is unknown")
         elif plan.context and entry.context_length and plan.context > entry.context_length:
             skipped.append(f"{entry.name}: context {plan.context} exceeds its {entry.context_length} tokens")
-        elif entry.measured_fp is not None or (_finite(entry.train_tokens) and _finite(entry.non_embedding_params)):
+        else:
             models.append(entry)
-        else:
-            skipped.append(f"{entry.name}: no measured fp loss and no training tokens for the 16-bit law")
-    if not models:
-        return [], skipped
-    sizes = pd.DataFrame({"N": [float(e.non_embedding_params) for e in models],
-                          "D": [float(e.train_tokens) if _finite(e.train_tokens) else 1.0 for e in models]})
-    law16 = loss16_law.predict(sizes)["loss16"].to_numpy()
+    lawful = [e for e in models if _finite(e.train_tokens) and _finite(e.non_embedding_params)]
+    law16 = {}
+    if lawful:
+        sizes = pd.DataFrame({"N": [float(e.non_embedding_params) for e in lawful],
+                              "D": [float(e.train_tokens) for e in lawful]})
+        law16 = {e.name: (float(v), loss16_law.cite) for e, v in zip(lawful, loss16_law.predict(sizes)["loss16"])}
     rows, grid = [], []
-    for entry, predicted_fp in zip(models, law16):
+    for entry in models:
+        fp = _fp_loss(entry, prior, law16.get(entry.name))
+        if fp is None:
+            skipped.append(f"{entry.name}: no fp loss: not measured, none published, and no training tokens "
+                           "for the 16-bit law")
+            continue
+        nll_fp, fp_source, fp_cite = fp
         measured = entry.measured_fp
-        if measured is not None:
-            nll_fp, fp_source = float(measured.nll), f"measured fp loss (runs:/{measured.run_id})"
-        else:
-            nll_fp, fp_source = float(predicted_fp), loss16_law.cite
         if measured is not None and _finite(measured.bpb):
             per_nat, assumed = measured.bpb / measured.nll, False
         else:
             per_nat, assumed = 1 / (LN2 * ASSUMED_BYTES_PER_TOKEN), True
         arch, kv = architecture_of(entry), (entry.layers, entry.kv_heads, entry.head_dim)
         rows.append(Row(entry.name, "fp16", "none", 16.0, plan.total(weight_bytes(arch, None), *kv),
-                        nll_fp, nll_fp, nll_fp * per_nat, "catalog", f"{catalog_cite}; {fp_source}",
-                        bytes_per_token_assumed=assumed))
-        if not _finite(entry.train_tokens):
+                        nll_fp, nll_fp, nll_fp * per_nat, "catalog", f"{catalog_cite}; {fp_cite}",
+                        bytes_per_token_assumed=assumed, fp_source=fp_source))
+        if prior is None and not _finite(entry.train_tokens):
             skipped.append(f"{entry.name}: training tokens unknown, so no QiD prediction for its formats")
             continue
         for fmt in formats.values():
             for method in methods:
-                grid.append((entry, fmt, method, nll_fp, fp_source, per_nat, assumed,
-                             plan.total(weight_bytes(arch, fmt), *kv)))
-    if grid:
-        frame = pd.DataFrame({"N": [float(g[0].non_embedding_params) for g in grid],
-                              "D": [float(g[0].train_tokens) for g in grid],
-                              "P": [float(g[1].precision) for g in grid], "method": [g[2] for g in grid],
-                              "family": [g[1].family for g in grid]})
+                grid.append({"entry": entry, "fmt": fmt, "method": method, "nll_fp": nll_fp, "fp_source": fp_source,
+                             "fp_cite": fp_cite, "per_nat": per_nat, "assumed": assumed,
+                             "memory": plan.total(weight_bytes(arch, fmt), *kv),
+                             "sqnr": prior.sqnr_db(fmt.as_dict()) if prior is not None else math.nan})
+    law_grid = grid
+    if prior is not None and grid:
+        answer = [g for g in grid if _finite(g["sqnr"])]
+        if answer:
+            predicted = prior.predict(_prior_frame(answer))
+            for g, (_, p) in zip(answer, predicted.iterrows()):
+                rows.append(_prior_row(g, prior, p["delta_nll"], p["lower"], p["upper"], bool(p["unknown_d"])))
+        outside = [g for g in grid if not _finite(g["sqnr"])]
+        law_grid = [g for g in outside if _finite(g["entry"].train_tokens)]
+        skipped += [f"{g['entry'].name} · {g['fmt'].name}: outside the prior's SQNR table and no training tokens "
+                    "for the QiD law" for g in outside if not _finite(g["entry"].train_tokens)]
+    if law_grid:
+        frame = pd.DataFrame({"N": [float(g["entry"].non_embedding_params) for g in law_grid],
+                              "D": [float(g["entry"].train_tokens) for g in law_grid],
+                              "P": [float(g["fmt"].precision) for g in law_grid],
+                              "method": [g["method"] for g in law_grid],
+                              "family": [g["fmt"].family for g in law_grid]})
         law = qid_law.predict(frame)
-        for (entry, fmt, method, nll_fp, fp_source, per_nat, assumed, memory), delta, key in zip(
-                grid, law["delta_nll"], law["law_key"]):
-            nll = nll_fp + float(delta)
-            rows.append(Row(entry.name, fmt.name, method, fmt.bits_per_weight, memory, nll, nll_fp,
-                            nll * per_nat, "law", f"{qid_law.cite} ({key}); {fp_source}",
-                            bytes_per_token_assumed=assumed, spec=entry.hub_id))
+        for g, delta, key in zip(law_grid, law["delta_nll"], law["law_key"]):
+            nll = g["nll_fp"] + float(delta)
+            notes = ["format outside the prior's SQNR table"] if prior is not None else []
+            rows.append(Row(g["entry"].name, g["fmt"].name, g["method"], g["fmt"].bits_per_weight, g["memory"], nll,
+                            g["nll_fp"], nll * g["per_nat"], "law", f"{qid_law.cite} ({key}); {g['fp_cite']}",
+                            bytes_per_token_assumed=g["assumed"], spec=g["entry"].hub_id, fp_source=g["fp_source"],
+                            notes=notes))
     return rows, skipped
 
 
@@ -199,4 +277,6 @@ def choose(rows: list[Row], budget: Budget, max_delta_nll: float | None = None) 
         raise NothingFits(f"no candidate fits {budget.text}{limit}: the smallest is {small.model} · "
                           f"{small.format} · {small.method} at {budget.show(small.memory['total'])} "
                           f"({small.memory['total']:.0f} bytes)")
-    return sorted(fitting, key=lambda r: (r.bpb, r.memory["total"]))
+    # equal loss and size (e.g. RTN and GPTQ published alike): the lower prediction first
+    return sorted(fitting, key=lambda r: (r.bpb, r.memory["total"],
+                                          r.nll if r.predicted_nll is None else r.predicted_nll))

@@ -13,7 +13,7 @@ import click
 
 from advisor.answer_cache import cache_enabled, default_uri, normalized_uri, store_stamp
 from advisor.answer_cache import load as load_cached
-from advisor.candidates import gather_inputs, rows_from_inputs
+from advisor.candidates import cached_prior, gather_inputs, rows_from_inputs
 from advisor.errors import AdvisorError, friendly_errors
 from advisor.memory import BudgetError, MemoryPlan, parse_memory
 from advisor.options import methods_option, open_store, tracking_uri_option
@@ -69,9 +69,11 @@ def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bit
               top, experiments, plot, export_dir, dataset, tracking_uri, as_json):
     """Recommend the model + format + method predicted to lose least within a memory budget.
 
-    Measured models answer through the champion loss predictor (with a conformal interval);
-    catalog-only models through the QiD law on their fp loss. Rows rank by bits/byte, so models
-    with different tokenizers compare fairly. Every recommendation is logged as an MLflow run.
+    Measured variants rank by their measured loss; unmeasured GPTQ of swept models answers through
+    the champion loss predictor; catalog models through a published result for exactly that
+    variant, else the prior (ptq-prior, with a 90% interval), else the QiD law. Rows rank by
+    bits/byte, so models with different tokenizers compare fairly. Every recommendation is logged
+    as an MLflow run.
     """
 
     try:
@@ -86,6 +88,9 @@ def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bit
     say = (lambda message: None) if as_json else _say
     uri = normalized_uri(tracking_uri or default_uri())
     inputs = None if export_dir or not cache_enabled() else load_cached(uri, experiments)
+    if inputs is not None:  # the prior is cached beside the snapshot; both must be current
+        inputs.prior = cached_prior(uri)
+        inputs = inputs if inputs.prior is not None else None
     client = None
     if inputs is None:  # the store itself (a first answer, a changed store, a server, or --export)
         client = open_store(tracking_uri)
@@ -175,41 +180,66 @@ def _log(client, uri, experiments, record) -> str | None:
 
 
 def _fmt_interval(row) -> str:
-    if row["nll_lower"] is None:
+    if row["nll_lower"] is None or row["source"] == "prior":  # the prior's interval is in the ΔNLL column
         return f"{row['nll']:.4f}"
     if row["nll_upper"] == float("inf"):
         return f"{row['nll']:.4f} ± ∞"
     return f"{row['nll']:.4f} ± {(row['nll_upper'] - row['nll_lower']) / 2:.4f}"
 
 
+def _fmt_delta(row) -> str:
+    """ΔNLL with its 90% interval (multiplicative for the prior, so shown as bounds)."""
+    if row["method"] == "none":
+        return "-"
+    if row["lower"] is None:
+        return f"{row['delta_nll']:.3f}"
+    upper = "∞" if row["upper"] == float("inf") else f"{row['upper']:.3f}"
+    return f"{row['delta_nll']:.3f} [{row['lower']:.3f}, {upper}]"
+
+
+def _skip_summary(notes) -> str:
+    """How many candidates were skipped and why, in one line (every reason is in --json notes)."""
+    from collections import Counter
+
+    reasons = Counter(n.split(": ", 1)[1] if ": " in n else n for n in notes)
+    return "; ".join(f"{count} × {reason}" for reason, count in reasons.most_common())
+
+
 def _print(report, budget, plan) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"Best under {budget.text} ({budget.bytes:,} bytes; weights + 16-bit rest"
                         + (f" + KV cache {plan.context}×{plan.batch} at {plan.kv_bits} bits" if plan.context else "")
                         + f" + {plan.overhead:.0%} overhead)")
-    for column in ("", "model", "format", "method", "size", "% budget", "NLL nats/tok", "bits/byte", "source"):
+    for column in ("", "model", "format", "method", "size", "% budget", "ΔNLL [90%]", "NLL nats/tok", "bits/byte",
+                   "source", "fp loss"):
         table.add_column(column, justify="right" if column in ("size", "% budget", "bits/byte") else "left")
     for i, row in enumerate(report["rows"]):
         mark = "★" if i == 0 else ("◆" if row["pareto"] else "")
-        table.add_row(mark, row["model"], row["format"], row["method"], row["size"],
-                      f"{row['budget_fraction']:.0%}", _fmt_interval(row),
-                      f"{row['bpb']:.4f}" + ("*" if row["bytes_per_token_assumed"] else ""), row["source"])
-    console = Console(width=140)
+        table.add_row(mark, escape(row["model"]), row["format"], row["method"], row["size"],
+                      f"{row['budget_fraction']:.0%}", _fmt_delta(row), _fmt_interval(row),
+                      f"{row['bpb']:.4f}" + ("*" if row["bytes_per_token_assumed"] else ""), row["source"],
+                      row["fp_source"])
+    console = Console(width=160)
     console.print(table)
     w = report["winner"]
-    console.print(f"★ {w['model']} · {w['format']} · {w['method']}: {w['size']} ({w['bytes']:,.0f} bytes), "
-                  f"predicted NLL {_fmt_interval(w)} nats/token, {w['bpb']:.4f} bits/byte "
-                  f"[{w['source']}: {w['cite']}]", highlight=False)
+    console.print(escape(f"★ {w['model']} · {w['format']} · {w['method']}: {w['size']} ({w['bytes']:,.0f} bytes), "
+                         f"NLL {_fmt_interval(w)} nats/token (ΔNLL {_fmt_delta(w)}), {w['bpb']:.4f} bits/byte "
+                         f"[{w['source']}: {w['cite']}]" + (f" ({'; '.join(w['notes'])})" if w["notes"] else "")),
+                  highlight=False)
     console.print(f"◆ on the loss-vs-bytes Pareto frontier; * bits/byte assume 4 bytes/token; "
                   f"{report['fitting']} of {report['candidates']} candidates fit; " + (
                       f"logged as run {report['run_id']}" if report["run_id"] else
                       f"answered from the answer cache; logging as recommendation {report['recommendation_id']}"),
                   highlight=False)
+    if report["notes"]:
+        console.print(escape(f"skipped {len(report['notes'])} (see --json notes): {_skip_summary(report['notes'])}"),
+                      highlight=False)
     console.print("answered with " + ", ".join(
-        f"measured data {v}" if k == "measured-data" else f"{k}/{v}" for k, v in report["versions"].items()),
-        highlight=False)
+        f"measured data {v}" if k == "measured-data" else f"published data {v}" if k == "published-data"
+        else f"{k}/{v}" for k, v in report["versions"].items()), highlight=False)
 
 
 def _plot(rows, winner, budget, path) -> None:
@@ -219,7 +249,8 @@ def _plot(rows, winner, budget, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for source, marker in (("measured", "o"), ("predictor", "s"), ("law", "."), ("catalog", "x")):
+    for source, marker in (("measured", "o"), ("published", "D"), ("predictor", "s"), ("prior", "^"),
+                           ("law", "."), ("catalog", "x")):
         pts = [r for r in rows if r.source == source]
         if pts:
             ax.scatter([r.memory["total"] / 1e9 for r in pts], [r.bpb for r in pts], marker=marker, s=12,

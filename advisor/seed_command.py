@@ -1,4 +1,4 @@
-"""`advisor seed`: a store made ready to answer — laws, catalog, the measured data and a predictor.
+"""`advisor seed`: a store made ready to answer — laws, catalog, the measured data, a predictor, the prior.
 
 `ensure_seeded` does the same silently the first time any answering command meets an empty store.
 """
@@ -11,6 +11,7 @@ import click
 
 from advisor.errors import AdvisorError, friendly_errors
 from advisor.options import open_store, tracking_uri_option
+from advisor.prior_command import fit_and_register
 from registry.catalog.entries import CatalogNotFoundError
 from registry.catalog.registered import load_catalog, refresh_catalog
 from registry.laws.registered import seed_published_laws
@@ -18,6 +19,7 @@ from registry.measured_data import DEFAULT_FILE as DEFAULT_MEASURED
 from registry.measured_data import ZOO_EXPERIMENT, MeasuredDataError, import_runs, load
 from registry.predictor.feature_table import TableQuery, build_feature_table
 from registry.predictor.registered import CHAMPION, PREDICTOR, register_evaluation
+from registry.prior.rows import MEASURED_EXPERIMENTS
 from store.errors import InputError
 
 
@@ -52,13 +54,18 @@ def ensure_seeded(client, experiments=("ptq-sweep",), say=_say):
               help="Measured runs to import (a .json.gz from `bench/study_real.py --export`), or none.")
 @click.option("--fit/--no-fit", default=True, show_default=True,
               help="Fit and register a loss predictor on the imported runs.")
+@click.option("--prior/--no-prior", "with_prior", default=True, show_default=True,
+              help="Fit the prior (ptq-prior) on the published results and the measured runs, when they changed.")
 @friendly_errors
-def seed(experiments, tracking_uri, measured_data, fit):
-    """Seed the store: published QiD / 16-bit laws, measured reference runs, the candidate catalog.
+def seed(experiments, tracking_uri, measured_data, fit, with_prior):
+    """Seed the store: published QiD / 16-bit laws, measured reference runs, the candidate catalog,
+    and the prior fitted on published results and the measured runs.
 
     The measured runs (real pretrained models and the micro-suite, swept here; see
     docs/real-model-study.md) come from a versioned data file; importing them is idempotent, and
-    a loss predictor is fitted on them and registered citing the data version.
+    a loss predictor is fitted on them and registered citing the data version. The published
+    results (registry/data/published-results.yaml, docs/prior.md) are validated, and the prior
+    is refitted only when its rows changed; each version names the data versions it learned from.
     """
 
     data = None if measured_data.lower() == "none" else _measured_file(measured_data)  # checked before any write
@@ -69,6 +76,13 @@ def seed(experiments, tracking_uri, measured_data, fit):
         _seed_measured(client, data, experiments, fit)
     version = refresh_catalog(client, experiments)
     click.echo(f"ptq-candidate-catalog/{version.version} is current")
+    if with_prior:
+        catalog = load_catalog(str(version.version), client)
+        experiments_with_runs = tuple(dict.fromkeys((*experiments, *MEASURED_EXPERIMENTS)))
+        try:
+            fit_and_register(client, catalog, experiments_with_runs, ("ridge", "forest"), click.echo, only_if_new=True)
+        except InputError as err:
+            raise AdvisorError(str(err)) from None
 
 
 

@@ -1,4 +1,4 @@
-"""What the advisor reads from the registry: the champion predictor, the current laws, the catalog.
+"""What the advisor reads from the registry: the champion predictor and prior, the current laws, the catalog.
 
 Each comes back with its registered version so a recommendation can cite it. Nothing here
 unpickles or imports torch: parameters are JSON documents logged next to each version.
@@ -15,10 +15,11 @@ from registry.catalog.registered import load_catalog
 from registry.laws.registered import LawNotFoundError
 from registry.lineage import version_lineage
 from registry.predictor.registered import PREDICTOR, LoadedPredictor, load_predictor
+from registry.prior.registered import PriorNotFoundError, load_prior
 from registry.versions import VersionNotFoundError, resolve_version
 
 __all__ = ["Law", "load_current_law", "load_champion", "load_catalog", "Catalog", "list_versions",
-           "version_lineage", "PREDICTOR"]
+           "version_lineage", "PREDICTOR", "load_prior", "PriorNotFoundError"]
 
 
 @dataclass

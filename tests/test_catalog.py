@@ -43,7 +43,8 @@ def test_seed_holds_the_curated_families_and_the_locally_measured_models(seed):
               "qwen2.5-coder-0.5b-instruct", "mistral-7b-v0.1", "gemma-2-2b", "gemma-2-9b", "gemma-3-270m",
               "gemma-3-1b", "gemma-3-4b", "phi-3-mini-4k-instruct", "smollm2-135m", "smollm2-135m-instruct",
               "smollm2-360m", "smollm2-1.7b", "pythia-70m", "pythia-12b", "opt-125m", "opt-350m", "opt-6.7b",
-              "bloom-560m", "bloom-7b1", "gpt2", "gpt2-xl"}
+              "bloom-560m", "bloom-7b1", "gpt2", "gpt2-xl", "qwen3-8b", "qwen3-0.6b-base", "olmo-2-1124-7b",
+              "phi-4"}
     assert wanted <= names
     for entry in seed:
         assert {"architecture", "params"} <= set(entry.sources), entry.name
@@ -71,6 +72,20 @@ def test_the_formulas_count_what_a_real_model_holds(request, fixture, architectu
                          sources={"architecture": "test"}, architecture=architecture, **facts)
     quantized = sum(t.param.numel() for t in find_weights(model))
     assert architecture_param_counts(entry) == (count_params(model), non_embedding_params(model), quantized)
+
+
+def test_qk_norms_count_per_head_for_qwen3_and_per_projection_for_olmo2(seed):
+    # Qwen3 normalises q and k per head (2·head_dim weights a layer), OLMo 2 over the whole projection
+    # ((heads + kv_heads)·head_dim) and has no other extra weights: the same shape as Llama otherwise
+    from dataclasses import replace
+
+    for name, extra in (("qwen3-8b", lambda e: 2 * e.head_dim), ("olmo-2-1124-7b",
+                                                                 lambda e: (e.heads + e.kv_heads) * e.head_dim)):
+        entry = by_name(seed, name)
+        as_llama = architecture_param_counts(replace(entry, architecture="llama"))
+        counts = architecture_param_counts(entry)
+        assert counts.total - as_llama.total == entry.layers * extra(entry)
+        assert counts.quantized == as_llama.quantized
 
 
 @pytest.mark.parametrize("name, total, non_embedding", [

@@ -310,6 +310,7 @@ def test_landscape_command_logs_random_and_rtn_profiles(trained_model_dir, corpu
 
 
 def test_a_sweep_grows_the_candidate_catalog(sweep_store, tmp_path):
+    from registry.catalog.entries import load_seed
     from registry.catalog.registered import load_catalog
     from store.keys import use_store
 
@@ -318,7 +319,7 @@ def test_a_sweep_grows_the_candidate_catalog(sweep_store, tmp_path):
     swept = {e.name: e for e in catalog.entries if e.measured_fp is not None}
     assert {"llama-64", "llama-48", "gpt2-64"} <= set(swept)
     assert swept["gpt2-64"].architecture == "gpt2" and swept["gpt2-64"].layers == 2
-    assert len(catalog.entries) == 59 + 3  # the curated seed, plus the three swept models
+    assert len(catalog.entries) == len(load_seed()) + 3  # the curated seed, plus the three swept models
 
 
 def test_gptq_keys_only_gptq_and_fp_hessian_runs_do_not_teach_the_predictor(trained_model_dir, corpus_file,

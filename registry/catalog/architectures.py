@@ -17,13 +17,16 @@ class Layout:
     fused_qkv: bool  # one [q+k+v, hidden] tensor: matters for per-tensor scales
     norms_per_layer: int = 2  # RMS/LayerNorms per block (gemma2/3: 4)
     qkv_bias: bool = False  # qwen2
-    qk_norm: bool = False  # gemma3: per-head q/k RMSNorms
+    qk_norm: bool = False  # gemma3, qwen3: per-head q/k RMSNorms (2·head_dim weights)
+    qk_norm_full: bool = False  # olmo2: q/k RMSNorms over the whole projection ((heads + kv_heads)·head_dim)
 
 
 ARCHITECTURES = {
     "llama": Layout(gated_mlp=True, fused_qkv=False),
     "mistral": Layout(gated_mlp=True, fused_qkv=False),
     "qwen2": Layout(gated_mlp=True, fused_qkv=False, qkv_bias=True),
+    "qwen3": Layout(gated_mlp=True, fused_qkv=False, qk_norm=True),
+    "olmo2": Layout(gated_mlp=True, fused_qkv=False, qk_norm_full=True),
     "phi3": Layout(gated_mlp=True, fused_qkv=True),
     "gemma2": Layout(gated_mlp=True, fused_qkv=False, norms_per_layer=4),
     "gemma3_text": Layout(gated_mlp=True, fused_qkv=False, norms_per_layer=4, qk_norm=True),

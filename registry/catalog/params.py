@@ -18,7 +18,7 @@ class ParamCounts(NamedTuple):
 
 
 
-_GATED = {"llama", "mistral", "qwen2", "phi3", "gemma2", "gemma3_text"}
+_GATED = {"llama", "mistral", "qwen2", "qwen3", "olmo2", "phi3", "gemma2", "gemma3_text"}
 
 
 
@@ -30,9 +30,10 @@ def architecture_param_counts(entry: CatalogEntry) -> ParamCounts:
     """Parameter counts (elements) from the architecture numbers, exact per family (H hidden, I
     intermediate, L layers, V vocab, E token-embedding width, h heads, k KV heads, d head dim):
 
-    - gated (llama, mistral, qwen2, phi3, gemma2, gemma3_text): per layer H·d·(h+2k) + h·d·H + 3·H·I
-      Linear weights, plus RMSNorms (2·H; 4·H for gemma2/3), q/k/v biases d·(h+2k) for qwen2, q/k
-      norms 2·d for gemma3; final norm H.
+    - gated (llama, mistral, qwen2, qwen3, olmo2, phi3, gemma2, gemma3_text): per layer
+      H·d·(h+2k) + h·d·H + 3·H·I Linear weights, plus RMSNorms (2·H; 4·H for gemma2/3), q/k/v biases
+      d·(h+2k) for qwen2, per-head q/k norms 2·d for gemma3 and qwen3, whole-projection q/k norms
+      d·(h+k) for olmo2 (its two norms sit after attention and MLP); final norm H.
     - classic (gpt2, gpt_neox, bloom, opt): per layer 4·H² + 2·H·I weights and 9·H + I biases and
       LayerNorms; final LayerNorm 2·H (bloom also normalizes its embeddings: 2·H more; opt-350m has
       no final norm but 512↔1024 projections, 2·E·H).
@@ -59,6 +60,7 @@ def architecture_param_counts(entry: CatalogEntry) -> ParamCounts:
         other = shape.norms_per_layer * H
         other += d * (h + 2 * k) if shape.qkv_bias else 0
         other += 2 * d if shape.qk_norm else 0
+        other += d * (h + k) if shape.qk_norm_full else 0
         final = H
     else:
         weights, other = 4 * H * H + 2 * H * I, 9 * H + I

@@ -1,0 +1,210 @@
+"""The prior: published results as validated data, its fit held out by family, and what the CLI shows.
+
+No test pins a fitted number: they check structure, ordering facts that hold for any sane fit, and
+that every figure shown comes from the registered version.
+"""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from advisor.cli import cli
+from advisor.prior_command import describe, sqnr_table
+from registry.catalog.entries import load_seed
+from registry.prior.evaluation import evaluate, rtn_above_gptq
+from registry.prior.features import FRAME_COLUMNS, interval_groups, sqnr_lookup
+from registry.prior.model import RECIPES, fit_model, predict_log
+from registry.prior.published import DEFAULT_FILE, PublishedDataError, load_published
+from registry.prior.spec import LoadedPrior
+
+CATALOG = {e.name for e in load_seed()}
+FIXTURE_MODELS = ("opt-125m", "opt-1.3b", "opt-6.7b", "llama-2-7b", "llama-2-13b", "llama-3-8b", "llama-7b",
+                  "bloom-560m", "bloom-7b1")
+
+
+@pytest.fixture(scope="module")
+def published():
+    return load_published(describe, CATALOG)
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory):
+    """A slice of the embedded file: RTN and GPTQ at 3 and 4 bits on nine models of four families."""
+    data = yaml.safe_load(DEFAULT_FILE.read_text())
+    rows = [r for r in data["rows"] if r["model"] in FIXTURE_MODELS and r["method"] in ("rtn", "gptq")
+            and r["format"] in ("int4_chan", "int3_chan", "int4_g128", "int3_g128") and r["corpus"] == "wikitext2"]
+    models = [m for m in data["models"] if m["name"] in FIXTURE_MODELS]
+    path = tmp_path_factory.mktemp("published") / "small.yaml"
+    path.write_text(yaml.safe_dump({"schema": 1, "rows": rows, "models": models}))
+    return path
+
+
+def test_the_published_file_validates_and_has_a_content_version(published):
+    rows = published.rows
+    assert len(rows) >= 200 and len({r["model"] for r in rows}) >= 8
+    assert {"rtn", "gptq"} <= {r["method"] for r in rows}
+    assert {2, 3, 4, 8} <= {r["format_facts"]["precision"] for r in rows if r["format_facts"]}
+    assert all(r["delta_nll"] == pytest.approx(math.log(r["ppl_q"] / r["ppl_fp"])) for r in rows)
+    assert all(r["source"] and r["link"] for r in rows)  # every number carries its citation
+    assert load_published(describe, CATALOG).data_version == published.data_version  # equal data, equal version
+    assert len(published.data_version) == 12
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format": "int4_g999999"}, "format 'int4_g999999' does not parse"),
+    ({"ppl_q": -3.0}, "ppl_q must be a positive number"),
+    ({"ppl_fp": "1.3e3"}, "YAML 1.1 reads 1.3e3 as text"),
+    ({"model": "gpt-17"}, "model 'gpt-17' is neither a catalog model nor listed"),
+    ({"method": "magic"}, "method 'magic' is not one of"),
+])
+def test_a_bad_row_is_refused_in_one_line(tmp_path, small_file, change, message):
+    data = yaml.safe_load(small_file.read_text())
+    data["rows"][3].update(change)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(PublishedDataError, match="published row 4"):
+        load_published(describe, CATALOG, bad)
+    result = CliRunner().invoke(cli, ["prior", "fit", "--published", str(bad), "--tracking-uri",
+                                      f"sqlite:///{tmp_path / 'unused.db'}"])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_sqnr_orders_formats_by_their_noise():
+    table = sqnr_table(["int4_chan", "int4_g128", "int4_g32", "int3_g128", "int8_chan", "mxint4_32", "mxint4_64"])
+    db = {r["name"]: r["sqnr_db"] for r in table}
+    assert db["int4_g32"] > db["int4_g128"] > db["int4_chan"]  # finer scales, less noise
+    assert db["int8_chan"] > db["int4_chan"] and db["int4_g128"] > db["int3_g128"]
+    between = sqnr_lookup(table, describe("mxint4_48"))  # interpolated along the block size
+    assert db["mxint4_64"] < between < db["mxint4_32"]
+    assert math.isnan(sqnr_lookup(table, describe("mxfp6_e2m3_32")))  # an element the table lacks
+
+
+def _fixture_frame(seed=0, families=("a", "b", "c", "d")):
+    """Rows from a known log-linear law with noise: four families, RTN and GPTQ, 3 and 4 bits."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, family in enumerate(families):
+        for n in (1e8, 1e9, 1e10):
+            for fmt, sqnr, p in (("int4_g128", 14.0, 4), ("int4_chan", 8.0, 4), ("int3_g128", 7.5, 3)):
+                for method in ("rtn", "gptq"):
+                    noise = -sqnr * math.log(10) / 10
+                    log_delta = (1.0 + noise - 0.2 * math.log(n / 1e9) - (0.8 if method == "gptq" else 0)
+                                 + 0.1 * i + rng.normal(0, 0.15))
+                    rows.append({"model": f"{family}-{n:g}", "family": family, "format": fmt, "method": method,
+                                 "cite": "fixture", "corpus": "wikitext2", "non_embedding_params": n,
+                                 "train_tokens": 1e12 if family != "d" else np.nan, "sqnr_db": sqnr, "precision": p,
+                                 "format_family": "int", "granularity": "group" if "_g" in fmt else "channel",
+                                 "delta_nll": math.exp(log_delta)})
+    return pd.DataFrame(rows)
+
+
+def test_fit_and_family_held_out_evaluation_on_a_fixture():
+    frame = _fixture_frame()
+    delta = frame["delta_nll"].to_numpy()
+    ev = evaluate(RECIPES["ridge"], frame, delta)
+    predicted = ev["predictions"]["prior"]
+    assert np.all(np.isfinite(predicted)) and np.all(predicted > 0)
+    assert np.all(ev["lower"] <= predicted) and np.all(predicted <= ev["upper"])
+    assert {(m["bits"], m["method"], m["predictor"]) for m in ev["metrics"]} == {
+        (b, m, p) for b in (3, 4) for m in ("rtn", "gptq") for p in ("prior", "qid_published", "qid_refit")}
+    assert all(0 <= m["coverage"] <= 1 for m in ev["metrics"] if m["n"])
+    # family d has no training tokens: the QiD laws cannot answer it, the prior can
+    unknown = (frame["family"] == "d").to_numpy()
+    assert np.all(np.isnan(ev["predictions"]["qid_published"][unknown]))
+    assert rtn_above_gptq(frame.assign(model=frame["model"]), predicted)["pairs"] == len(frame) // 2
+    model = fit_model(RECIPES["ridge"], frame, delta)
+    json.dumps(model)  # parameters are plain JSON
+    assert np.allclose(predict_log(model, frame), predict_log(json.loads(json.dumps(model)), frame))
+    prior = LoadedPrior("ptq-prior", "t", {"model": model, "halfwidth_log": ev["halfwidth_log"],
+                                           "halfwidth_log_unknown_d": ev["halfwidth_log_unknown_d"]})
+    answer = prior.predict(frame[list(FRAME_COLUMNS)])
+    ratio = (answer["upper"] / answer["delta_nll"]).to_numpy()
+    for group in set(interval_groups(frame)):  # unknown D: never a narrower interval than known D
+        rows = interval_groups(frame) == group
+        assert ratio[rows & unknown].min() >= ratio[rows & ~unknown].max() - 1e-12
+
+
+def test_a_forest_fits_and_answers_from_json():
+    frame = _fixture_frame(seed=1)
+    model = fit_model(RECIPES["forest"], frame, frame["delta_nll"].to_numpy())
+    predicted = predict_log(json.loads(json.dumps(model)), frame)
+    assert np.all(np.isfinite(predicted)) and predicted.min() >= np.log(frame["delta_nll"]).min() - 1e-9
+
+
+def test_prior_fit_evaluate_recommend_and_explain_through_the_cli(tracking_uri, small_file):
+    fitted = CliRunner().invoke(cli, ["prior", "fit", "--kind", "ridge", "--published", str(small_file)])
+    assert fitted.exit_code == 0, fitted.output
+    assert "ptq-prior/1 (ridge): held-out median fold error" in fitted.output and "champion: first version" in fitted.output
+
+    evaluated = CliRunner().invoke(cli, ["prior", "evaluate", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    assert report["prior"] == "ptq-prior/1" and len(report["rows"]) > 20
+    needed = {"model", "family", "format", "method", "source", "observed_delta_nll", "heldout_delta_nll", "lower",
+              "upper"}
+    assert all(needed <= set(r) for r in report["rows"])
+    assert all(r["lower"] <= r["heldout_delta_nll"] <= r["upper"] for r in report["rows"])
+    predictors = {m["predictor"] for m in report["metrics"]["by_bits_method"]}
+    assert predictors == {"prior", "qid_published", "qid_refit"}
+    text = CliRunner().invoke(cli, ["prior", "evaluate"])
+    assert text.exit_code == 0 and text.stdout.startswith("ptq-prior/1 (ridge) on ")
+    first = next(m for m in report["metrics"]["by_bits_method"] if m["predictor"] == "prior")
+    assert f"{first['fold_error']:.2f}×" in text.stdout  # the table shows the logged figures
+
+    answer = CliRunner().invoke(cli, ["recommend", "--memory", "8GB", "--formats", "int4_g128,int4_chan,mxint4_32",
+                                      "--top", "1000", "--json"])
+    assert answer.exit_code == 0, answer.output
+    rows = json.loads(answer.stdout)["rows"]
+    assert all({"delta_nll", "lower", "upper", "source", "cite", "fp_source"} <= set(r) for r in rows)
+    assert {"prior", "published"} <= {r["source"] for r in rows}
+    prior_rows = [r for r in rows if r["source"] == "prior"]
+    assert all(r["lower"] < r["delta_nll"] < r["upper"] and r["cite"].startswith("ptq-prior/1") for r in prior_rows)
+    published_rows = [r for r in rows if r["source"] == "published"]
+    assert all(r["lower"] is None and r["predicted_nll"] is not None for r in published_rows)
+    qwen = {(r["format"], r["method"]): r["delta_nll"] for r in rows if r["model"] == "qwen2.5-3b" and r["method"] != "none"}
+    assert len(set(qwen.values())) == len(qwen) == 6  # distinct per format and per method
+    assert all(qwen[(f, "rtn")] > qwen[(f, "gptq")] for f in ("int4_g128", "int4_chan", "mxint4_32"))
+    human = CliRunner().invoke(cli, ["recommend", "--memory", "8GB", "--formats", "int4_g128,mxint4_32"])
+    assert human.exit_code == 0, human.output
+    assert "ptq-prior/1" in human.stdout and "published data " in human.stdout
+    assert "[published: " in human.stdout or "[prior: " in human.stdout  # the cite is not eaten as markup
+    assert "skipped " in human.stdout  # skips are counted under the table
+
+    explained = CliRunner().invoke(cli, ["explain", "qwen2.5-3b", "int4_g128", "--method", "rtn", "--json"])
+    assert explained.exit_code == 0, explained.output
+    why = json.loads(explained.stdout)
+    total = why["bias"] + why["saturation"] + sum(c["contribution"] for c in why["contributions"])
+    assert total == pytest.approx(math.log(why["delta_nll"])) and why["delta_nll"] == pytest.approx(qwen[("int4_g128", "rtn")])
+    assert why["nearest"] and all(n["origin"] == "published" for n in why["nearest"])
+    assert why["facts"]["sqnr_db"] > 0 and why["explained_by"] == "ptq-prior/1"
+
+
+def test_the_prior_is_kept_beside_the_answer_cache_until_the_store_changes(tracking_uri, monkeypatch):
+    import mlflow
+
+    from advisor.candidates import _read_prior, cached_prior
+
+    monkeypatch.setenv("PTQ_ADVISOR_ANSWER_CACHE", "on")
+    client = mlflow.MlflowClient(tracking_uri)
+    client.search_experiments()
+    missing = _read_prior(client)
+    assert isinstance(missing, str) and "ptq-prior" in missing
+    assert cached_prior(tracking_uri) == missing  # a missing prior is remembered too
+    client.create_experiment("something-changed")
+    assert cached_prior(tracking_uri) is None  # the store moved: read it again
+
+
+def test_one_model_one_name():
+    from advisor.candidates import _canonical
+    from registry.catalog.entries import Catalog
+
+    catalog = Catalog(tuple(load_seed()), "1", "seed", "digest")
+    assert _canonical(catalog, "SmolLM2-135M-Instruct") == "smollm2-135m-instruct"
+    assert _canonical(catalog, "HuggingFaceTB/SmolLM2-135M-Instruct") == "smollm2-135m-instruct"
+    assert _canonical(catalog, "llama-64") == "llama-64"  # a swept model outside the catalog keeps its name
