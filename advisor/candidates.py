@@ -150,9 +150,12 @@ def rows_from_inputs(inputs: StoreInputs, models: str, formats: dict, methods, p
     if table is not None:
         table = table[table["model"].isin(wanted)] if wanted else table
         predictor = None
-        if "gptq" in chosen and not table.empty:
-            if inputs.predictor is None:
-                raise AdvisorError(f"{inputs.predictor_error}, or use --methods rtn")
+        if "gptq" in chosen and not table.empty and inputs.predictor is None:
+            unmeasured = int(table[table["format"].isin(formats)]["nll_gptq"].isna().sum())
+            # a predictor needs two measured families; until then, what was measured (counted per note)
+            notes += ["GPTQ of a measured model, not measured, and no loss predictor to predict it "
+                      "(`advisor fit-predictor` once two families are measured)"] * unmeasured
+        elif "gptq" in chosen and not table.empty:
             predictor = inputs.predictor
             versions[predictor.name] = predictor.version
             if predictor.spec.get("data_version"):  # fitted on the embedded measured data

@@ -88,7 +88,8 @@ def _finite(value) -> bool:
 
 
 def measured_rows(table, formats: dict[str, Format], methods, plan: MemoryPlan, predictor) -> list[Row]:
-    """Rows for every (swept model, format, method) in `formats`; GPTQ loss from `predictor`."""
+    """Rows for every (swept model, format, method) in `formats`: RTN and GPTQ as measured; a GPTQ
+    variant not measured from `predictor` (without one, it is left out: the caller counts it)."""
     rows = []
     table = table[table["format"].isin(formats)]
     if table.empty:
@@ -112,6 +113,11 @@ def measured_rows(table, formats: dict[str, Format], methods, plan: MemoryPlan, 
                             r["nll_rtn"] * per_nat, "measured", f"runs:/{r['rtn_run_id']}",
                             measured_nll=r["nll_rtn"], spec=_text(r.get("model_spec")),
                             gguf_file=_text(r.get("gguf_file"))))
+        if "gptq" in methods and predicted is None and _finite(r["nll_gptq"]):  # no predictor: the measurement
+            measured = float(r["nll_gptq"])
+            rows.append(Row(r["model"], fmt.name, "gptq", fmt.bits_per_weight, memory, measured, r["nll_fp"],
+                            measured * per_nat, "measured", f"runs:/{r['gptq_run_id']}", measured_nll=measured,
+                            spec=_text(r.get("model_spec")), gguf_file=_text(r.get("gguf_file"))))
         if predicted is not None:
             nll, lower, upper = (float(predicted[c].iloc[i]) for c in ("nll_gptq", "lower", "upper"))
             where = {"spec": _text(r.get("model_spec")), "gguf_file": _text(r.get("gguf_file"))}

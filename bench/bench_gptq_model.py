@@ -82,27 +82,31 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="Rows so far (resumable: done rows are kept).")
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args(argv)
-    model, tokenizer, source = load_model(args.model, dtype="float32", gguf_file=args.gguf_file)
-    corpus = load_corpus(args.dataset)
-    windows = evaluation_windows(tokenizer, corpus.validation, args.seq_len, max_windows=args.max_windows)
-    calibration = {n: calibration_windows(tokenizer, corpus.train, args.seq_len, n, seed=0)
-                   for n in (args.calibration_size, 128)}
-    targets = find_weights(model)
-    fp = evaluate_nll(model, windows, 8).nll
-    name = Path(source.gguf_file or args.model).name
-    rows = json.loads(args.json.read_text())["rows"] if args.json and args.json.exists() else []
+    saved = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
+    rows, fp, name = saved.get("rows", []), saved.get("fp_nll"), saved.get("model")
     ref = reference_module(args.reference) if "reference" in args.arms else None
     # arm by arm over all formats, the cheap and decisive arms first: a partial run already answers
     arms = args.arms.split(",")
     plan = [(f, a) for a in arms if a != "gptq-seq-search" for f in args.formats.split(",")]
     plan += [(f, "gptq-seq-128") for f in args.large_calibration.split(",") if f]
     plan += [(f, "gptq-seq-search") for f in args.formats.split(",") if "gptq-seq-search" in arms]
+    loaded = None
     for fmt_name, arm in plan:
         if any(r["format"] == fmt_name and r["arm"] == arm for r in rows):
             continue
         fmt = parse_format(fmt_name)
         if arm == "reference" and (ref is None or fmt.family not in ("int", "mxint")):
             continue
+        if loaded is None:  # only when something is left to measure (resumable from --json)
+            model, tokenizer, source = load_model(args.model, dtype="float32", gguf_file=args.gguf_file)
+            corpus = load_corpus(args.dataset)
+            windows = evaluation_windows(tokenizer, corpus.validation, args.seq_len, max_windows=args.max_windows)
+            calibration = {n: calibration_windows(tokenizer, corpus.train, args.seq_len, n, seed=0)
+                           for n in (args.calibration_size, 128)}
+            targets = find_weights(model)
+            fp = evaluate_nll(model, windows, 8).nll
+            name = Path(source.gguf_file or args.model).name
+            loaded = True
         start = time.perf_counter()
         if arm == "rtn":
             with rtn_quantized(model, fmt, targets):

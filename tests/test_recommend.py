@@ -109,11 +109,22 @@ def test_bad_input_is_one_line_and_exit_2(fitted_uri, args, message):
     assert "Traceback" not in result.output
 
 
-def test_missing_predictor_is_a_clear_error(swept_uri):
-    result = recommend("--memory", "8GB", *MEASURED)
-    assert result.exit_code == 2
-    assert result.output.splitlines()[-1].startswith("Error: no registered model 'ptq-loss-predictor'")
-    assert "advisor fit-predictor" in result.output and "--methods rtn" in result.output
+def test_without_a_predictor_measured_gptq_still_answers_and_unmeasured_gptq_is_counted(swept_uri):
+    import mlflow
+
+    result = recommend("--memory", "8GB", *MEASURED, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    gptq = [r for r in rows if r["method"] == "gptq"]
+    assert gptq and all(r["source"] == "measured" and r["measured_nll"] == r["nll"] for r in gptq)
+    # a GPTQ run lost: that variant is no candidate without a predictor, and the table says so
+    client = mlflow.MlflowClient()
+    (lost,) = [r for r in client.search_runs([client.get_experiment_by_name("ptq-sweep").experiment_id],
+                                               "params.method = 'gptq' and params.format = 'mxint3_32'")][:1]
+    client.delete_run(lost.info.run_id)
+    again = recommend("--memory", "8GB", *MEASURED)
+    assert again.exit_code == 0, again.output
+    assert "1 × GPTQ of a measured model, not measured, and no loss predictor" in again.output
 
 
 def test_empty_store_is_seeded_saying_so(tracking_uri):
