@@ -37,7 +37,8 @@ def claim_tags() -> dict:
     return {OWNER_TAG: owner(), HEARTBEAT_TAG: f"{time.time():.3f}"}
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,7 +66,7 @@ def claim_alive(run, now: float | None = None) -> bool:
         return fresh
     if int(pid) == os.getpid():
         return run.info.run_id in _held
-    return fresh and _pid_alive(int(pid))  # a dead pid on this host is dead at once
+    return fresh and pid_alive(int(pid))  # a dead pid on this host is dead at once
 
 
 def order(run):

@@ -12,16 +12,7 @@ import os
 from contextlib import contextmanager
 
 from store.paths import cache_root
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from store.run_claims import pid_alive
 
 
 def live_sweeps(folder) -> int:
@@ -29,7 +20,7 @@ def live_sweeps(folder) -> int:
     count = 0
     for entry in folder.glob("*.sweep"):
         pid = entry.stem
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and pid_alive(int(pid)):
             count += 1
         else:
             entry.unlink(missing_ok=True)
