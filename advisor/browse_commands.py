@@ -9,7 +9,7 @@ import click
 from advisor.candidates import collect_rows
 from advisor.errors import AdvisorError, friendly_errors
 from advisor.memory import MemoryPlan
-from advisor.options import methods_option, open_store, tracking_uri_option
+from advisor.options import memory_plan_options, methods_option, open_store, tracking_uri_option
 from advisor.recommend import mark_pareto
 from advisor.recommend_command import DEFAULT_FORMATS
 from advisor.seed_command import ensure_seeded
@@ -25,11 +25,13 @@ from registry.prior.registered import PriorNotFoundError, load_prior
 
 
 def _count(n) -> str:
+    """A count in three significant digits with a unit: 135M, 1B (not 1e+03M), 12.5T."""
     if n is None or n != n:
         return "?"
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
+        shown = float(f"{n / size:.3g}")  # rounded first, so 999.6M reads as the 1B it rounds to
+        if shown >= 1:
+            return f"{shown:.3g}{unit}" if shown < 1000 else f"{shown:.0f}{unit}"
     return str(int(n))
 
 
@@ -57,28 +59,33 @@ def models(tracking_uri, as_json):
               help="Comma-separated model names, 'measured' or 'all'.")
 @click.option("--formats", "formats_spec", default=DEFAULT_FORMATS, show_default=True)
 @methods_option
+@memory_plan_options
 @click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True)
 @tracking_uri_option
 @click.option("--json", "as_json", is_flag=True)
 @friendly_errors
-def pareto(model_names, formats_spec, methods, experiments, tracking_uri, as_json):
-    """The loss-vs-weight-bytes frontier: no other candidate is both smaller and better."""
+def pareto(model_names, formats_spec, methods, context, batch, runtime, experiments, tracking_uri, as_json):
+    """The loss-vs-memory frontier: no other candidate needs less memory at run time and loses less.
+
+    Memory is the runtime memory model's peak, sized exactly as `advisor recommend` sizes it."""
 
     chosen = methods
     formats = {f.name: f for f in parse_formats(formats_spec)}
+    plan = MemoryPlan(context=context, batch=batch, runtime=runtime)
     client = open_store(tracking_uri)
     catalog = ensure_seeded(client, experiments)
     say = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
-    rows, versions, _ = collect_rows(client, model_names, formats, chosen, MemoryPlan(overhead=0.0),
+    rows, versions, _ = collect_rows(client, model_names, formats, chosen, plan,
                                      experiments, say, catalog)
     mark_pareto(rows)
     front = sorted((r for r in rows if r.pareto), key=lambda r: r.memory["total"])
     if as_json:
-        click.echo(json.dumps({"versions": versions, "frontier": [
+        click.echo(json.dumps({"versions": versions, "memory_plan": plan.as_dict(), "frontier": [
             {"model": r.model, "format": r.format, "method": r.method, "bytes": r.memory["total"],
+             "context": r.memory["context"],
              "nll": r.nll, "bpb": r.bpb, "source": r.source} for r in front]}, indent=2))
         return
-    click.echo(f"{len(front)} of {len(rows)} candidates on the frontier (weight bytes, predicted bits/byte):")
+    click.echo(f"{len(front)} of {len(rows)} candidates on the frontier ({plan.describe()}; predicted bits/byte):")
     for r in front:
         click.echo(f"  {r.memory['total'] / 1e9:9.4f} GB  {r.bpb:.4f}  {r.model} · {r.format} · {r.method}  [{r.source}]")
 

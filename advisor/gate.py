@@ -19,12 +19,12 @@ import click
 
 from advisor.errors import AdvisorError, friendly_errors
 from advisor.memory import BudgetError, parse_memory
-from advisor.options import open_store, tracking_uri_option
+from advisor.options import open_store, tracking_uri_option, writable_file
 from registry.versions import VersionNotFoundError, parse_reference, resolve_version
 from store.experiments import experiment_id
 
 GATE_EXPERIMENT = "ptq-gates"
-LOWER_IS_BETTER = {"nll": True, "delta_nll": True, "bytes": True, "sqnr_db": False}
+LOWER_IS_BETTER = {"nll": True, "delta_nll": True, "bytes": True, "memory": True, "sqnr_db": False}
 
 
 class GateError(AdvisorError):
@@ -32,15 +32,16 @@ class GateError(AdvisorError):
 
 
 def version_metrics(version) -> dict:
-    """nll, delta_nll, bytes, sqnr_db of an exported version, from its tags (NaN when absent)."""
+    """nll, delta_nll, bytes, memory (measured peak), sqnr_db of an exported version, from its tags
+    (NaN when absent)."""
     def number(tag):
         try:
             return float(version.tags[tag])
         except (KeyError, ValueError):
             return math.nan
     nll, fp = number("nll_measured"), number("nll_fp")
-    return {"nll": nll, "delta_nll": nll - fp, "bytes": number("bytes"), "sqnr_db": number("sqnr_db"),
-            "nll_predicted": number("nll_predicted")}
+    return {"nll": nll, "delta_nll": nll - fp, "bytes": number("bytes"), "memory": number("measured_peak_bytes"),
+            "sqnr_db": number("sqnr_db"), "nll_predicted": number("nll_predicted")}
 
 
 def model_folder(version):
@@ -85,10 +86,13 @@ def measure_again(client, version) -> float:
     from pipelines.measure.nll import evaluate_nll
     from pipelines.sources.corpus import load_corpus
     from pipelines.sources.token_windows import evaluation_windows
+    from pipelines.tokenizer_check import refuse_known_bad
 
     onnx_dir = str(model_folder(version))
     tokenizer = AutoTokenizer.from_pretrained(onnx_dir)
     corpus = load_corpus(version.tags["dataset"])
+    model_type = json.loads((model_folder(version) / "config.json").read_text()).get("model_type")
+    refuse_known_bad(model_type, tokenizer, corpus.validation, f"{version.name}/{version.version}")
     windows = evaluation_windows(tokenizer, corpus.validation, int(version.tags["seq_len"]),
                                  max_windows=int(version.tags["eval_windows"]))
     model = ORTModelForCausalLM.from_pretrained(onnx_dir, session_options=session_options())
@@ -169,7 +173,8 @@ def run_gate(client, reference: str, limits: dict, require: str, baseline_ref: s
         checks += compared
     bad = [c["metric"] for c in checks if not math.isfinite(c["value"])]
     if bad:
-        raise GateError(f"{name}/{version.version}: metric {bad[0]} is missing or NaN — the gate fails closed")
+        what = "measured_peak_bytes (export it again with `advisor export`)" if bad[0] == "memory" else bad[0]
+        raise GateError(f"{name}/{version.version}: metric {what} is missing or NaN — the gate fails closed")
     return {"version": f"{name}/{version.version}", "baseline": f"{base.name}/{base.version}" if base else None,
             "nll_source": measured_how, "metrics": metrics, "checks": checks,
             "passed": all(c["passed"] for c in checks), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -197,21 +202,6 @@ def record_pass(client, report: dict, promote: str | None) -> None:
         client.set_registered_model_alias(name, promote, version)  # one call: the alias moves or not
 
 
-def _writable_file(path: str) -> None:
-    """Fail before any work when `path` cannot be written (a missing folder, a directory, no rights)."""
-    import os
-    from pathlib import Path
-
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise AdvisorError(f"--report {path} is a folder: give a file name")
-    if not folder.is_dir():
-        raise AdvisorError(f"--report {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise AdvisorError(f"--report {path} is not writable")
-
-
 def _threshold(ctx, param, value):
     """A threshold must be a finite number >= 0: NaN or a negative bound is a typo, not a gate."""
     if value is not None and not (math.isfinite(value) and value >= 0):
@@ -224,6 +214,8 @@ def _threshold(ctx, param, value):
 @click.option("--max-nll", type=float, default=None, callback=_threshold, help="Largest acceptable NLL, nats/token.")
 @click.option("--max-delta-nll", type=float, default=None, callback=_threshold, help="Largest NLL increase over the fp base, nats/token.")
 @click.option("--max-bytes", default=None, metavar="SIZE", help="Largest model file: 8GB, 6GiB, 512MB …")
+@click.option("--max-memory", default=None, metavar="SIZE",
+              help="Largest peak memory at run time, as measured at export (measured_peak_bytes): 8GB, 512MB …")
 @click.option("--min-sqnr", type=float, default=None, callback=_threshold, help="Smallest acceptable SQNR of the weights, dB.")
 @click.option("--require", type=click.Choice(["measured", "predicted", "recorded"]), default="recorded",
               show_default=True, help="measured: re-evaluate the ONNX artifact with onnxruntime now; "
@@ -238,11 +230,12 @@ def _threshold(ctx, param, value):
 @click.option("--min-nll-improvement-rel", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="With --baseline: … by at least this fraction (MLflow min_relative_change).")
 @click.option("--promote", default=None, metavar="ALIAS", help="Move ALIAS (e.g. production) here on pass.")
-@click.option("--report", "report_file", type=click.Path(dir_okay=False), default=None, help="Write the JSON report.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False), default=None, callback=writable_file,
+              help="Write the JSON report.")
 @tracking_uri_option
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @friendly_errors
-def gate(reference, max_nll, max_delta_nll, max_bytes, min_sqnr, require, baseline, max_nll_increase,
+def gate(reference, max_nll, max_delta_nll, max_bytes, max_memory, min_sqnr, require, baseline, max_nll_increase,
          max_nll_increase_rel, min_nll_improvement, min_nll_improvement_rel, promote, report_file,
          tracking_uri, as_json):
     """Pass (exit 0) or fail (exit 1) MODEL_VERSION (name/3, name@alias, models:/…); exit 2 on error.
@@ -255,18 +248,20 @@ def gate(reference, max_nll, max_delta_nll, max_bytes, min_sqnr, require, baseli
         bytes_limit = parse_memory(max_bytes).bytes if max_bytes else None
     except BudgetError as err:
         raise AdvisorError(str(err).replace("--memory", "--max-bytes")) from None
+    try:
+        memory_limit = parse_memory(max_memory).bytes if max_memory else None
+    except BudgetError as err:
+        raise AdvisorError(str(err).replace("--memory", "--max-memory")) from None
     changes = {"increase_abs": max_nll_increase, "increase_rel": max_nll_increase_rel,
                "improve_abs": min_nll_improvement, "improve_rel": min_nll_improvement_rel}
     if any(v is not None for v in changes.values()) and not baseline:
         raise AdvisorError("--max-nll-increase[-rel] and --min-nll-improvement[-rel] compare with --baseline: give it")
-    if report_file:
-        _writable_file(report_file)
     client = open_store(tracking_uri)
     say = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
     # An allowed increase is a bound (MetricThreshold.threshold = baseline + x); a required
     # improvement is MLflow's own min_absolute_change / min_relative_change semantics.
     report = run_gate(client, reference, {"nll": max_nll, "delta_nll": max_delta_nll, "bytes": bytes_limit,
-                                          "sqnr_db": min_sqnr}, require, baseline, changes, say)
+                                          "memory": memory_limit, "sqnr_db": min_sqnr}, require, baseline, changes, say)
     report["run_id"] = log_report(client, report)
     report["promoted"] = promote if promote and report["passed"] else None
     if report_file:

@@ -191,5 +191,6 @@ def _export_demo(folder, corpus_file, out) -> None:
     version = register_export(record, out, name=DEMO_MODEL, client=mlflow.MlflowClient())
     click.echo(f"{out}: NLL {record['nll_onnx']:.4f} nats/token with onnxruntime (PyTorch "
                f"{record['nll_torch']:.4f}, fp {record['nll_fp']:.4f}); "
-               f"{record['onnx_quantized_bytes']:,} bytes of quantized weights; registered as "
-               f"{version.name}/{version.version}")
+               f"{record['onnx_file_bytes']:,} bytes; peak {record['measured_peak_bytes']:,} bytes at "
+               f"{record['runtime']['context']} tokens on onnxruntime (estimated {record['estimated_runtime_bytes']:,}); "
+               f"registered as {version.name}/{version.version}")

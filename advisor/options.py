@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
 from advisor.errors import AdvisorError
+from pipelines.export.runtime_memory import NOT_MEASURED, RUNTIMES
 from pipelines.sweep.config import METHODS
 from store.keys import use_store
 from store.tracking_server import TrackingError, check_tracking_server
@@ -31,6 +33,47 @@ def _methods(ctx, param, value: str) -> tuple[str, ...]:
 
 methods_option = click.option("--methods", default="rtn,gptq", show_default=True, callback=_methods,
                               help="rtn, gptq or both.")
+
+
+def _runtime(ctx, param, value: str) -> str:
+    if value in NOT_MEASURED:
+        raise AdvisorError(f"--runtime {value}: {NOT_MEASURED[value]}, so its memory model has no measured "
+                           "constants yet; use onnxruntime-cpu")
+    return value
+
+
+def memory_plan_options(command):
+    """--context, --batch and --runtime: how a candidate's run-time memory is sized (recommend, pareto)."""
+    for option in reversed((
+            click.option("--context", type=click.IntRange(1), default=None,
+                         help="Tokens per sequence the runtime must hold (a prompt of context − 1 tokens, then a "
+                              "step) [default: 4096, or the model's context if shorter]; models with a shorter "
+                              "context are skipped when given."),
+            click.option("--batch", type=click.IntRange(1), default=1, show_default=True,
+                         help="Sequences run together."),
+            click.option("--runtime", type=click.Choice(RUNTIMES), default=RUNTIMES[0], show_default=True,
+                         callback=_runtime,
+                         help="Runtime whose peak memory is charged (the product's ONNX export on onnxruntime's "
+                              "CPU provider is measured; PyTorch on CUDA is not yet)."))):
+        command = option(command)
+    return command
+
+
+def writable_file(ctx, param, value):
+    """Click callback: fail before any work when an output file cannot be written (a missing folder,
+    a folder given as the file, no rights), so nothing is computed for a result that would be lost."""
+    if value is None:
+        return value
+    name = param.opts[0] if param is not None else "output"
+    target = Path(value)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise AdvisorError(f"{name} {value} is a folder: give a file name")
+    if not folder.is_dir():
+        raise AdvisorError(f"{name} {value}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise AdvisorError(f"{name} {value} is not writable")
+    return value
 
 
 def damping(value: str) -> float | None:

@@ -17,13 +17,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from advisor.memory import Architecture, Budget, MemoryPlan, weight_bytes
+from advisor.memory import Architecture, Budget, MemoryPlan
 from pipelines.quantize.formats import Format
 from registry.catalog.architectures import layout
+from registry.predictor.feature_table import ARCHITECTURE_PARAMS
 
 SCHEMA = "ptq-advisor/recommendation/v1"
 ASSUMED_BYTES_PER_TOKEN = 4.0  # English BPE text, when a catalog model's tokenizer was never measured
 LN2 = math.log(2)
+UNQUANTIZED = "fp32"  # the unquantized row: the export's Linears as onnxruntime CPU holds them
 ARCHITECTURE_FIELDS = ("total_params", "non_embedding_params", "layers", "hidden_size", "intermediate_size",
                        "heads", "kv_heads", "head_dim")
 # config.json model_type → MLP and attention layout (the memory model needs the Linear shapes)
@@ -41,7 +43,7 @@ class Row:
     format: str
     method: str  # rtn | gptq | none (16-bit)
     bits_per_weight: float
-    memory: dict  # weights, kv_cache, overhead, total (bytes)
+    memory: dict  # the runtime memory model's parts and total (bytes), and the context it was sized at
     nll: float  # predicted NLL, nats/token
     nll_fp: float
     bpb: float  # predicted bits per byte
@@ -96,17 +98,16 @@ def measured_rows(table, formats: dict[str, Format], methods, plan: MemoryPlan, 
         return rows
     predicted = predictor.predict(table) if predictor is not None and "gptq" in methods else None
     for _, r in table.drop_duplicates("parent_run_id").iterrows():
-        kv = [r.get("layers"), r.get("kv_heads"), r.get("head_dim")]
-        if _finite(r.get("total_params")) and (not plan.context or all(_finite(x) for x in kv)):
-            memory = plan.total(float(r["total_params"]) * 2, *[int(x) if _finite(x) else 0 for x in kv])
-            rows.append(Row(r["model"], "fp16", "none", 16.0, memory, r["nll_fp"], r["nll_fp"], r["bpb_fp"],
-                            "measured", f"runs:/{r['parent_run_id']}", measured_nll=r["nll_fp"]))
+        arch = measured_architecture(r)
+        if arch is not None and plan.holds(arch):
+            rows.append(Row(r["model"], UNQUANTIZED, "none", 32.0, plan.total(arch, None), r["nll_fp"], r["nll_fp"],
+                            r["bpb_fp"], "measured", f"runs:/{r['parent_run_id']}", measured_nll=r["nll_fp"]))
     for i, (_, r) in enumerate(table.iterrows()):
         fmt = formats[r["format"]]
-        kv = [r.get("layers"), r.get("kv_heads"), r.get("head_dim")]
-        if plan.context and not all(_finite(x) for x in kv):
-            continue  # an old sweep run without architecture numbers: no KV-cache estimate possible
-        memory = plan.total(float(r["bytes"]), *[int(x) if _finite(x) else 0 for x in kv])
+        arch = measured_architecture(r)
+        if arch is None or not plan.holds(arch):
+            continue  # an old sweep run without architecture numbers (run-time memory unknown), or too short a context
+        memory = plan.total(arch, fmt)
         per_nat = r["bpb_fp"] / r["nll_fp"]  # bits/byte per nat/token: the tokenizer's bytes per token
         if "rtn" in methods:
             rows.append(Row(r["model"], fmt.name, "rtn", fmt.bits_per_weight, memory, r["nll_rtn"], r["nll_fp"],
@@ -138,7 +139,24 @@ def architecture_of(entry) -> Architecture:
     return Architecture(layers=entry.layers, hidden_size=entry.hidden_size,
                         intermediate_size=entry.intermediate_size, heads=entry.heads,
                         kv_heads=entry.kv_heads, head_dim=entry.head_dim, total_params=entry.total_params,
-                        gated_mlp=shape.gated_mlp, fused_qkv=shape.fused_qkv)
+                        gated_mlp=shape.gated_mlp, fused_qkv=shape.fused_qkv, vocab_size=entry.vocab_size,
+                        tied_embeddings=entry.tied_embeddings is not False, context_length=entry.context_length)
+
+
+def measured_architecture(r) -> Architecture | None:
+    """The memory model's view of a swept model (its parent run's arch.* params); None for runs
+    logged before those params (or without a total parameter count)."""
+    numbers = [r.get(name) for name in ("total_params", *ARCHITECTURE_PARAMS) if name != "context_length"]
+    if not all(_finite(x) for x in numbers):
+        return None
+    shape = layout(_text(r.get("model_type")) or "llama")
+    tied = str(r.get("tied_embeddings")).lower() != "false"
+    context = int(r["context_length"]) if _finite(r.get("context_length")) else None
+    return Architecture(layers=int(r["layers"]), hidden_size=int(r["hidden_size"]),
+                        intermediate_size=int(r["intermediate_size"]), heads=int(r["heads"]),
+                        kv_heads=int(r["kv_heads"]), head_dim=int(r["head_dim"]),
+                        total_params=int(r["total_params"]), gated_mlp=shape.gated_mlp, fused_qkv=shape.fused_qkv,
+                        vocab_size=int(r["vocab_size"]), tied_embeddings=tied, context_length=context)
 
 
 def _fp_loss(entry, prior, law16) -> tuple[float, str, str] | None:
@@ -199,7 +217,7 @@ def catalog_rows(entries, formats: dict[str, Format], methods, plan: MemoryPlan,
         missing = [f for f in ARCHITECTURE_FIELDS if not _finite(getattr(entry, f, None))]
         if missing:
             skipped.append(f"{entry.name}: catalog entry lacks {', '.join(missing)}, so its size is unknown")
-        elif plan.context and entry.context_length and plan.context > entry.context_length:
+        elif plan.context is not None and entry.context_length and plan.context > entry.context_length:
             skipped.append(f"{entry.name}: context {plan.context} exceeds its {entry.context_length} tokens")
         else:
             models.append(entry)
@@ -222,8 +240,8 @@ def catalog_rows(entries, formats: dict[str, Format], methods, plan: MemoryPlan,
             per_nat, assumed = measured.bpb / measured.nll, False
         else:
             per_nat, assumed = 1 / (LN2 * ASSUMED_BYTES_PER_TOKEN), True
-        arch, kv = architecture_of(entry), (entry.layers, entry.kv_heads, entry.head_dim)
-        rows.append(Row(entry.name, "fp16", "none", 16.0, plan.total(weight_bytes(arch, None), *kv),
+        arch = architecture_of(entry)
+        rows.append(Row(entry.name, UNQUANTIZED, "none", 32.0, plan.total(arch, None),
                         nll_fp, nll_fp, nll_fp * per_nat, "catalog", f"{catalog_cite}; {fp_cite}",
                         bytes_per_token_assumed=assumed, fp_source=fp_source))
         if prior is None and not _finite(entry.train_tokens):
@@ -233,7 +251,7 @@ def catalog_rows(entries, formats: dict[str, Format], methods, plan: MemoryPlan,
             for method in methods:
                 grid.append({"entry": entry, "fmt": fmt, "method": method, "nll_fp": nll_fp, "fp_source": fp_source,
                              "fp_cite": fp_cite, "per_nat": per_nat, "assumed": assumed,
-                             "memory": plan.total(weight_bytes(arch, fmt), *kv),
+                             "memory": plan.total(arch, fmt),
                              "sqnr": prior.sqnr_db(fmt.as_dict()) if prior is not None else math.nan})
     law_grid = grid
     if prior is not None and grid:

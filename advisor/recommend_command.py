@@ -16,7 +16,7 @@ from advisor.answer_cache import load as load_cached
 from advisor.candidates import cached_prior, gather_inputs, rows_from_inputs
 from advisor.errors import AdvisorError, friendly_errors
 from advisor.memory import BudgetError, MemoryPlan, parse_memory
-from advisor.options import methods_option, open_store, tracking_uri_option
+from advisor.options import memory_plan_options, methods_option, open_store, tracking_uri_option, writable_file
 from advisor.recommend import NothingFits, choose, mark_pareto
 from advisor.recommendation_log import (
     flush_abandoned,
@@ -45,18 +45,13 @@ def _say(message: str) -> None:
 @click.option("--formats", "formats_spec", default=DEFAULT_FORMATS, show_default=True,
               help="Formats and/or presets (see `advisor formats`).")
 @methods_option
-@click.option("--context", type=click.IntRange(0), default=0, show_default=True,
-              help="Tokens of KV cache per sequence to count; 0 = weights only.")
-@click.option("--batch", type=click.IntRange(1), default=None, help="Sequences in the KV cache [default: 1].")
-@click.option("--kv-bits", type=click.Choice(["16", "8"]), default=None, help="KV-cache precision [default: 16].")
-@click.option("--overhead", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help="Runtime overhead as a fraction of the weight bytes.")
+@memory_plan_options
 @click.option("--max-delta-nll", type=click.FloatRange(0), default=None,
               help="Only rows losing at most this much NLL (nats/token) vs the same model at 16 bits.")
 @click.option("--top", type=click.IntRange(1, 1000), default=10, show_default=True, help="Rows to show.")
 @click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
               help="Sweep experiment(s) holding measured candidates (repeatable).")
-@click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=writable_file,
               help="Draw the loss-vs-bytes frontier with the budget line to this PNG.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
               help="Export the winner to this folder as low-bit ONNX (see `advisor export`).")
@@ -65,7 +60,7 @@ def _say(message: str) -> None:
 @tracking_uri_option
 @click.option("--json", "as_json", is_flag=True, help="The recommendation as JSON (schema in docs/recommend.md).")
 @friendly_errors
-def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bits, overhead, max_delta_nll,
+def recommend(memory_text, models, formats_spec, methods, context, batch, runtime, max_delta_nll,
               top, experiments, plot, export_dir, dataset, tracking_uri, as_json):
     """Recommend the model + format + method predicted to lose least within a memory budget.
 
@@ -80,11 +75,9 @@ def recommend(memory_text, models, formats_spec, methods, context, batch, kv_bit
         budget = parse_memory(memory_text)
     except BudgetError as err:
         raise AdvisorError(str(err)) from None
-    if not context and (batch is not None or kv_bits is not None):
-        raise AdvisorError("--batch and --kv-bits size the KV cache: give --context too")
     chosen = methods
     formats = {f.name: f for f in parse_formats(formats_spec)}
-    plan = MemoryPlan(context=context, batch=batch or 1, kv_bits=int(kv_bits or 16), overhead=overhead)
+    plan = MemoryPlan(context=context, batch=batch, runtime=runtime)
     say = (lambda message: None) if as_json else _say
     uri = normalized_uri(tracking_uri or default_uri())
     inputs = None if export_dir or not cache_enabled() else load_cached(uri, experiments)
@@ -136,12 +129,12 @@ def _export_winner(row, report, out, dataset, client, say) -> dict:
 
 
     if row.method == "none":
-        raise AdvisorError(f"the winner is {row.model} unquantized (fp16): nothing to quantize; "
+        raise AdvisorError(f"the winner is {row.model} unquantized: nothing to quantize; "
                            "narrow --formats or the budget, or export another row with `advisor export`")
     if not row.spec:
         raise AdvisorError(f"the catalog gives no source for {row.model}'s weights: use `advisor export`")
     config = ExportConfig(model=row.spec, format=row.format, method=row.method, out=out,
-                          dataset=dataset or DEFAULT_DATASET, gguf_file=row.gguf_file)
+                          dataset=dataset or DEFAULT_DATASET, gguf_file=row.gguf_file, context=row.memory["context"])
     try:
         record = export_quantized(config, say)
     except ExportInputError as err:
@@ -160,8 +153,7 @@ def _report(budget, plan, rows, versions, notes, candidates, fitting) -> dict:
     shown = [r.as_dict(budget) for r in rows]
     return {"schema": "ptq-advisor/recommendation/v1",
             "budget": {"text": budget.text, "bytes": budget.bytes, "unit": budget.unit},
-            "memory_plan": {"context": plan.context, "batch": plan.batch, "kv_bits": plan.kv_bits,
-                            "overhead": plan.overhead},
+            "memory_plan": plan.as_dict(),
             "versions": versions, "candidates": candidates, "fitting": fitting,
             "winner": shown[0], "rows": shown, "notes": notes}
 
@@ -210,15 +202,14 @@ def _print(report, budget, plan) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"Best under {budget.text} ({budget.bytes:,} bytes; weights + 16-bit rest"
-                        + (f" + KV cache {plan.context}×{plan.batch} at {plan.kv_bits} bits" if plan.context else "")
-                        + f" + {plan.overhead:.0%} overhead)")
-    for column in ("", "model", "format", "method", "size", "% budget", "ΔNLL [90%]", "NLL nats/tok", "bits/byte",
+    table = Table(title=f"Best under {budget.text} ({budget.bytes:,} bytes; {plan.describe()})")
+    for column in ("", "model", "format", "method", "peak memory", "context", "% budget", "ΔNLL [90%]", "NLL nats/tok", "bits/byte",
                    "source", "fp loss"):
-        table.add_column(column, justify="right" if column in ("size", "% budget", "bits/byte") else "left")
+        table.add_column(column, justify="right" if column in ("peak memory", "context", "% budget", "bits/byte") else "left")
     for i, row in enumerate(report["rows"]):
         mark = "★" if i == 0 else ("◆" if row["pareto"] else "")
         table.add_row(mark, escape(row["model"]), row["format"], row["method"], row["size"],
+                      f"{row['memory']['context']:,}",
                       f"{row['budget_fraction']:.0%}", _fmt_delta(row), _fmt_interval(row),
                       f"{row['bpb']:.4f}" + ("*" if row["bytes_per_token_assumed"] else ""), row["source"],
                       row["fp_source"])

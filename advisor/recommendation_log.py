@@ -38,8 +38,7 @@ def spool_dir() -> Path:
 def payload(budget, plan, inputs: dict, versions: dict, rows: list, winner: dict | None, rec_id: str) -> dict:
     """Everything the run holds, as JSON."""
     return {"id": rec_id, "budget": {"text": budget.text, "bytes": budget.bytes},
-            "plan": {"context": plan.context, "batch": plan.batch, "kv_bits": plan.kv_bits,
-                     "overhead": plan.overhead},
+            "plan": plan.as_dict(),
             "inputs": inputs, "versions": versions, "rows": rows, "winner": winner}
 
 
@@ -64,7 +63,8 @@ def log_run(record: dict, client=None) -> str:
     with mlflow.start_run(experiment_id=experiment, run_name=name,
                           tags={"ptq.kind": "recommendation", ID_TAG: record["id"]}) as run:
         mlflow.log_params({**{k: v for k, v in record["inputs"].items() if v is not None},
-                           "budget_bytes": budget["bytes"], **plan,
+                           "budget_bytes": budget["bytes"],
+                           **{f"plan.{k}": v for k, v in plan.items() if v is not None},
                            **{f"version.{k}": v for k, v in record["versions"].items()}})
         if winner:
             mlflow.log_metrics({"winner_bytes": winner["bytes"], "winner_bpb": winner["bpb"],

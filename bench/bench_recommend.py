@@ -87,7 +87,7 @@ def regret(uri: str) -> dict:
     use_store(uri)
     client = mlflow.MlflowClient()
     formats = {f.name: f for f in parse_formats(",".join(FORMATS))}
-    plan = MemoryPlan(overhead=0.0)
+    plan = MemoryPlan()  # the runtime peak at the default serving context, as recommend charges it
     rows, versions, _ = collect_rows(client, "measured", formats, ("gptq",), plan, ("ptq-sweep",), lambda m: None)
     rows = [r for r in rows if r.method == "gptq"]
     table = build_feature_table(client=client)

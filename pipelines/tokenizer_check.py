@@ -31,12 +31,22 @@ class TokenizerError(InputError):
 def refuse_broken_tokenizer(model, tokenizer, source, text: str) -> float | None:
     """Characters per token of a GGUF-loaded tokenizer on `text` (None when not from a GGUF)."""
     if source.kind != "gguf" and not source.gguf_file:
+        return refuse_known_bad(getattr(model.config, "model_type", None), tokenizer, text, source.spec)
+    return _checked(getattr(model.config, "model_type", "?"), tokenizer, text, source.gguf_file or source.spec)
+
+
+def refuse_known_bad(model_type: str | None, tokenizer, text: str, where: str) -> float | None:
+    """A tokenizer of an architecture transformers is known to mis-build from GGUF, wherever it now
+    sits (a folder exported or saved from such a load carries the broken tokenizer.json along)."""
+    if model_type not in KNOWN_BAD:
         return None
+    return _checked(model_type, tokenizer, text, where)
+
+
+def _checked(model_type: str, tokenizer, text: str, where: str) -> float:
     value = chars_per_token(tokenizer, text[:SAMPLE_CHARS])
     if value < MIN_CHARS_PER_TOKEN:
-        model_type = getattr(model.config, "model_type", "?")
         fix = KNOWN_BAD.get(model_type, "give a folder with the model's own tokenizer.json (and the GGUF file)")
-        raise TokenizerError(f"{source.gguf_file or source.spec}: its tokenizer as transformers built it gives "
-                             f"{value:.2f} characters/token on the evaluation text (a sound one gives ~3-5), so "
-                             f"every loss would be measured on the wrong tokens; {fix}")
+        raise TokenizerError(f"{where}: its tokenizer gives {value:.2f} characters/token on the evaluation text "
+                             f"(a sound one gives ~3-5), so every loss would be measured on the wrong tokens; {fix}")
     return value

@@ -66,11 +66,11 @@ def test_a_sweep_exported_and_seeded_elsewhere_gives_the_same_feature_table(swee
     # importing again adds nothing; the recommendation cites the data its predictor was fitted on
     again = CliRunner().invoke(cli, ["seed", "--measured-data", str(data_file), "--tracking-uri", tracking_uri])
     assert again.exit_code == 0 and "imported 0 model runs and 0 variant runs, 24 already here" in again.output
-    answer = CliRunner().invoke(cli, ["recommend", "--memory", "1MB", "--models", "measured", "--json",
+    answer = CliRunner().invoke(cli, ["recommend", "--memory", "60MB", "--models", "measured", "--json",
                                       "--tracking-uri", tracking_uri])
     assert answer.exit_code == 0, answer.output
     assert json.loads(answer.stdout)["versions"]["measured-data"] == header["data_version"]
-    human = CliRunner().invoke(cli, ["recommend", "--memory", "1MB", "--models", "measured",
+    human = CliRunner().invoke(cli, ["recommend", "--memory", "60MB", "--models", "measured",
                                      "--tracking-uri", tracking_uri])
     assert human.exit_code == 0 and f"measured data {header['data_version']}" in human.stdout, human.output
 
@@ -119,7 +119,7 @@ def test_a_store_keeps_its_artifacts_beside_its_database_not_in_the_working_dire
 
     monkeypatch.chdir(tmp_path)
     shutil.rmtree(scratch)  # the registered predictors (artifacts) must survive it
-    answer = CliRunner().invoke(cli, ["recommend", "--memory", "1MB", "--models", "measured", "--json",
+    answer = CliRunner().invoke(cli, ["recommend", "--memory", "60MB", "--models", "measured", "--json",
                                       "--tracking-uri", uri])
     assert answer.exit_code == 0, answer.output
     assert json.loads(answer.stdout)["versions"]["measured-data"]

@@ -1,5 +1,7 @@
 """Budgets as typed, and the memory model against the real size of quantized tensors."""
 
+import dataclasses
+
 import pytest
 
 from advisor.memory import (
@@ -53,10 +55,23 @@ def test_memory_model_matches_the_quantized_tensors(model, fmt, request):
     assert weight_bytes(arch, parse_format(fmt)) == pytest.approx(real, rel=1e-9)
 
 
-def test_kv_cache_and_overhead():
+def test_kv_cache_and_the_serving_context():
     # Llama-3-8B: 32 layers × 8 KV heads × 128 dims × 2 (K and V) × 2 bytes = 131072 bytes per token
     assert kv_bytes(32, 8, 128, context=1, batch=1, bytes_per_element=2) == 131072
-    plan = MemoryPlan(context=4096, batch=2, kv_bits=8, overhead=0.1)
-    total = plan.total(1e9, 32, 8, 128)
-    assert total == {"weights": 1e9, "kv_cache": 131072 / 2 * 4096 * 2, "overhead": 1e8,
-                     "total": 1e9 + 131072 / 2 * 4096 * 2 + 1e8}
+    llama = Architecture(layers=32, hidden_size=4096, intermediate_size=14336, heads=32, kv_heads=8, head_dim=128,
+                         total_params=8_030_261_248, vocab_size=128256, tied_embeddings=False, context_length=8192)
+    fmt = parse_format("mxint4_32")
+    default, asked = MemoryPlan().total(llama, fmt), MemoryPlan(context=4096, batch=2).total(llama, fmt)
+    assert default["context"] == 4096 and default["batch"] == 1
+    assert asked["kv_cache"] == 2 * default["kv_cache"] == 2 * 131072 * 2 * 4096  # the export's KV is float32
+    assert MemoryPlan(context=16384).total(llama, fmt)["context"] == 16384  # as asked (the caller skips it)
+    short = dataclasses.replace(llama, context_length=2048)
+    assert MemoryPlan().total(short, fmt)["context"] == 2048  # the default is capped at the model's
+    assert MemoryPlan().total(llama, None)["total"] > default["total"]  # unquantized: float32 Linears
+
+
+@pytest.mark.parametrize("typed, suggestion", [("８GB", "8GB"), ("８ＧＢ", "8GB"), ("٨GB", None)])
+def test_budgets_in_other_scripts_are_refused_with_the_ascii_spelling(typed, suggestion):
+    with pytest.raises(BudgetError, match="other than ASCII") as err:
+        parse_memory(typed)
+    assert (f"did you mean {suggestion!r}?" in str(err.value)) == (suggestion is not None)

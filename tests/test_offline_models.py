@@ -189,6 +189,20 @@ def test_check_tokenizer_rejects_a_character_level_tokenizer():
         om.chars_per_token(no_merges, "")
 
 
+def test_a_known_bad_architecture_is_checked_wherever_its_tokenizer_sits():
+    """export and gate load tokenizers from folders: a Gemma-3 one built wrongly is refused there too."""
+    from pipelines.tokenizer_check import TokenizerError, refuse_known_bad
+
+    text = " the cat in the cat" * 50
+    unused = [om.TOKEN_UNUSED if token in MERGED else kind for token, kind in zip(TOKENS, TYPES)]
+    no_merges = om.build_gemma_tokenizer(TOKENS, SCORES, unused, bos_id=2, eos_id=1, unk_id=3)
+    with pytest.raises(TokenizerError, match=r"^gemma-export/1: its tokenizer gives 1\.00 characters/token.*"
+                                             r"advisor fetch-model gemma-3-270m"):
+        refuse_known_bad("gemma3_text", no_merges, text, "gemma-export/1")
+    assert refuse_known_bad("llama", no_merges, text, "x") is None  # a tiny model's own small vocabulary
+    assert refuse_known_bad("gemma3_text", _tiny_tokenizer(), text, "x") > 2.8
+
+
 def test_cli_unknown_name_is_one_line_exit_2_listing_the_names():
     result = CliRunner().invoke(cli, ["fetch-model", "llama-9000"])
     assert result.exit_code == 2

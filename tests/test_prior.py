@@ -157,7 +157,7 @@ def test_prior_fit_evaluate_recommend_and_explain_through_the_cli(tracking_uri, 
     first = next(m for m in report["metrics"]["by_bits_method"] if m["predictor"] == "prior")
     assert f"{first['fold_error']:.2f}×" in text.stdout  # the table shows the logged figures
 
-    answer = CliRunner().invoke(cli, ["recommend", "--memory", "8GB", "--formats", "int4_g128,int4_chan,mxint4_32",
+    answer = CliRunner().invoke(cli, ["recommend", "--memory", "30GB", "--formats", "int4_g128,int4_chan,mxint4_32",
                                       "--top", "1000", "--json"])
     assert answer.exit_code == 0, answer.output
     rows = json.loads(answer.stdout)["rows"]

@@ -23,14 +23,14 @@ def recommend(*args):
 
 
 def test_recommendation_fits_the_budget_and_is_the_predicted_best(fitted_uri):
-    result = recommend("--memory", "0.2MB", "--json", "--top", "1000", *MEASURED)
+    result = recommend("--memory", "52MB", "--json", "--top", "1000", *MEASURED)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["schema"] == "ptq-advisor/recommendation/v1"
-    assert report["budget"] == {"text": "0.2MB", "bytes": 200_000, "unit": "MB"}
+    assert report["budget"] == {"text": "52MB", "bytes": 52_000_000, "unit": "MB"}
     rows, winner = report["rows"], report["winner"]
     assert len(rows) == report["fitting"] < report["candidates"]  # some candidates are too big
-    assert all(r["bytes"] <= 200_000 for r in rows)
+    assert all(r["bytes"] <= 52_000_000 for r in rows)
     assert winner == rows[0] and winner["bpb"] == min(r["bpb"] for r in rows)
     gptq = [r for r in rows if r["method"] == "gptq"]
     predicted = [r for r in gptq if r["source"] == "predictor"]
@@ -45,8 +45,8 @@ def test_recommendation_fits_the_budget_and_is_the_predicted_best(fitted_uri):
     assert report["versions"]["ptq-loss-predictor"] == "1"
     # logged for audit: inputs, versions and the rows, under the winner's name
     run = mlflow.get_run(report["run_id"])
-    assert run.data.params["memory"] == "0.2MB" and run.data.params["version.ptq-loss-predictor"] == "1"
-    assert run.info.run_name == f"0.2MB: {winner['model']} · {winner['format']} · {winner['method']}"
+    assert run.data.params["memory"] == "52MB" and run.data.params["version.ptq-loss-predictor"] == "1"
+    assert run.info.run_name == f"52MB: {winner['model']} · {winner['format']} · {winner['method']}"
     logged = mlflow.artifacts.load_dict(f"runs:/{report['run_id']}/recommendation.json")
     assert logged["rows"][0] == json.loads(json.dumps(winner))
 
@@ -67,18 +67,28 @@ def test_catalog_models_answer_through_the_laws_and_the_table_marks_the_winner(f
     assert set(report["versions"]) == {"ptq-loss-predictor", "qid-law", "loss16-law", "ptq-candidate-catalog"}
 
 
-def test_kv_cache_counts_when_asked(fitted_uri):
-    first = recommend("--memory", "8GB", "--models", "llama-3.1-8b", "--formats", "mxint4_32",
-                      "--methods", "gptq", "--json")
-    assert first.exit_code == 0, first.output
-    base = json.loads(recommend("--memory", "8GB", "--models", "llama-3.1-8b", "--formats", "mxint4_32",
-                                "--methods", "gptq", "--json").stdout)["winner"]
-    with_kv = json.loads(recommend("--memory", "10GB", "--models", "llama-3.1-8b", "--formats", "mxint4_32",
-                                   "--methods", "gptq", "--context", "8192", "--batch", "2", "--json").stdout)
-    row = next(r for r in with_kv["rows"] if r["format"] == "mxint4_32")
-    # Llama-3.1-8B: 32 layers × 8 KV heads × 128 × 2 (K, V) × 2 bytes = 131072 bytes per token
-    assert row["memory"]["kv_cache"] == 131072 * 8192 * 2
-    assert row["bytes"] == pytest.approx(base["bytes"] + 131072 * 8192 * 2)
+def test_memory_is_the_runtime_peak_at_a_serving_context(fitted_uri):
+    def winner(*args):
+        result = recommend("--memory", "1TB", "--models", "llama-3.1-8b,opt-1.3b", "--formats", "mxint4_32",
+                           "--methods", "gptq", "--json", *args)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        return report, {r["model"]: r for r in report["rows"] if r["format"] == "mxint4_32"}
+
+    report, rows = winner()
+    assert report["memory_plan"] == {"runtime": "onnxruntime-cpu", "context": None, "default_context": 4096,
+                                     "batch": 1}
+    # 4096 tokens by default, capped at OPT's 2048
+    assert rows["llama-3.1-8b"]["memory"]["context"] == 4096 and rows["opt-1.3b"]["memory"]["context"] == 2048
+    asked, longer = winner("--context", "8192", "--batch", "2")
+    big = longer["llama-3.1-8b"]["memory"]
+    # the export's KV cache is float32: 32 layers × 8 KV heads × 128 × 2 (K, V) × 4 bytes = 262144 per token
+    assert big["kv_cache"] == 262144 * 8192 * 2 and big["context"] == 8192 and big["batch"] == 2
+    assert big["total"] > rows["llama-3.1-8b"]["memory"]["total"]
+    assert big["total"] == max(big["load_peak"], big["weights"] + big["overhead"] + big["kv_cache"] + big["logits"]
+                               - big["logits_reused"] + big["activations"])
+    assert "opt-1.3b" not in longer  # asked for more context than OPT has: skipped, and said so
+    assert "opt-1.3b: context 8192 exceeds its 2048 tokens" in asked["notes"]
 
 
 def test_nothing_fits_names_the_smallest_candidate(fitted_uri):
@@ -98,7 +108,12 @@ def test_nothing_fits_names_the_smallest_candidate(fitted_uri):
     (["--memory", "8GB", "--models", "llama-3-8"], "Error: unknown model 'llama-3-8'; did you mean"),
     (["--memory", "8GB", "--formats", "mxint4-32"], "Error: unknown format 'mxint4-32'; did you mean 'mxint4_32'?"),
     (["--memory", "8GB", "--methods", "awq"], "Error: --methods takes rtn, gptq or both"),
-    (["--memory", "8GB", "--batch", "4"], "Error: --batch and --kv-bits size the KV cache: give --context too"),
+    (["--memory", "8GB", "--runtime", "pytorch-cuda-fp16"],
+     "Error: --runtime pytorch-cuda-fp16: not measured: no accelerator"),
+    (["--memory", "8GB", "--context", "0"], "Invalid value for '--context'"),
+    (["--memory", "８GB"], "Error: --memory '８GB' has characters other than ASCII digits and letters: did you mean '8GB'?"),
+    (["--memory", "8GB", "--plot", "/no/such/folder/p.png"], "Error: --plot /no/such/folder/p.png: the folder "
+                                                            "/no/such/folder does not exist"),
     (["--memory", "8GB", "--tracking-uri", "http://127.0.0.1:9"],
      "Error: tracking server http://127.0.0.1:9 does not answer"),
 ])
@@ -177,10 +192,19 @@ def test_models_and_pareto_browse_the_catalog_and_frontier(fitted_uri):
     assert listed.exit_code == 0, listed.output
     names = {m["name"] for m in json.loads(listed.stdout)["models"]}
     assert {"llama-3.1-8b", "llama-64", "gpt2-64"} <= names  # curated + swept
+    human = CliRunner().invoke(cli, ["models"])
+    assert human.exit_code == 0 and "e+" not in human.stdout  # counts read 1B, never 1e+03M
     front = CliRunner().invoke(cli, ["pareto", "--formats", "mxint4_32,int8_chan", "--json"])
     assert front.exit_code == 0, front.output
-    rows = json.loads(front.stdout)["frontier"]
+    frontier = json.loads(front.stdout)
+    rows = frontier["frontier"]
     assert [r["bytes"] for r in rows] == sorted(r["bytes"] for r in rows)
+    # the frontier charges what recommend charges: the runtime peak at the same plan
+    assert frontier["memory_plan"]["runtime"] == "onnxruntime-cpu" and all(r["context"] >= 1 for r in rows)
+    answer = json.loads(recommend("--memory", "1TB", "--formats", "mxint4_32,int8_chan", "--top", "1000",
+                                  "--json").stdout)
+    charged = {(r["model"], r["format"], r["method"]): r["bytes"] for r in answer["rows"]}
+    assert all(charged[(r["model"], r["format"], r["method"])] == r["bytes"] for r in rows)
     assert all(a["bpb"] > b["bpb"] for a, b in zip(rows, rows[1:]))  # bigger must be better
 
 
@@ -204,13 +228,13 @@ def test_json_follows_the_documented_schema_and_incomplete_catalog_entries_are_s
     assert set(report) == {"schema", "budget", "memory_plan", "versions", "candidates", "fitting", "winner",
                            "rows", "notes", "run_id", "recommendation_id"}
     assert all(set(row) == ROW_KEYS for row in report["rows"])
-    assert set(report["memory_plan"]) == {"context", "batch", "kv_bits", "overhead"}
+    assert set(report["memory_plan"]) == {"runtime", "context", "default_context", "batch"}
     assert "mystery-7b: catalog entry lacks layers, so its size is unknown" in report["notes"]
 
 
 def test_recommend_exports_the_winner_with_its_prediction(fitted_uri, tmp_path, corpus_file):
     out = tmp_path / "winner"
-    result = recommend("--memory", "0.2MB", "--models", "llama-64", "--formats", "mxint4_32", "--methods", "gptq",
+    result = recommend("--memory", "52.2MB", "--models", "llama-64", "--formats", "mxint4_32", "--methods", "gptq",
                        "--export", str(out), "--dataset", str(corpus_file), "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -278,14 +302,14 @@ def test_a_repeat_answers_from_the_cache_until_the_store_changes(fitted_uri, mon
     from advisor.answer_cache import answers_dir, snapshot_file
 
     monkeypatch.setenv("PTQ_ADVISOR_ANSWER_CACHE", "on")
-    first = recommend("--memory", "0.2MB", "--json", *MEASURED)
+    first = recommend("--memory", "52MB", "--json", *MEASURED)
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
     assert report["run_id"]  # read the store, logged at once
     snapshot = snapshot_file(f"sqlite:///{tmp_path / 'mlflow.db'}", ["ptq-sweep"])
     assert _wait_for(snapshot.exists), (answers_dir() / "logger.log").read_text()  # the logger fills it
 
-    again = recommend("--memory", "0.2MB", "--json", *MEASURED)
+    again = recommend("--memory", "52MB", "--json", *MEASURED)
     assert again.exit_code == 0, again.output
     cached = json.loads(again.stdout)
     assert cached["run_id"] is None and cached["recommendation_id"] != report["recommendation_id"]
@@ -302,7 +326,7 @@ def test_a_repeat_answers_from_the_cache_until_the_store_changes(fitted_uri, mon
     client = mlflow.MlflowClient(fitted_uri)
     assert _wait_for(_logger_idle)
     client.set_model_version_tag("ptq-loss-predictor", "1", "reviewed", "yes")
-    moved = recommend("--memory", "0.2MB", *MEASURED)
+    moved = recommend("--memory", "52MB", *MEASURED)
     assert moved.exit_code == 0, moved.output
     assert "logged as run" in moved.stdout and "answered from the answer cache" not in moved.stdout
 
@@ -314,11 +338,11 @@ def test_a_recommendation_a_dead_logger_left_behind_is_logged_by_the_next_one(fi
 
     monkeypatch.setenv("PTQ_ADVISOR_ANSWER_CACHE", "on")
     record = {"id": new_id(), "budget": {"text": "1MB", "bytes": 10**6},
-              "plan": {"context": 0, "batch": 1, "kv_bits": 16, "overhead": 0.05},
+              "plan": {"runtime": "onnxruntime-cpu", "context": None, "default_context": 4096, "batch": 1},
               "inputs": {"memory": "1MB"}, "versions": {}, "rows": [], "winner": None}
     path = spool(f"sqlite:///{tmp_path / 'mlflow.db'}", ["ptq-sweep"], record)
     os.utime(path, (1, 1))  # long ago: its logger is gone
-    result = recommend("--memory", "0.2MB", *MEASURED)
+    result = recommend("--memory", "52MB", *MEASURED)
     assert result.exit_code == 0, result.output
     assert not path.exists()
     assert [r.info.run_name for r in _recommendation_runs(fitted_uri)

@@ -45,6 +45,7 @@ def register_export(record: dict, folder: str | Path, name: str | None = None, c
                                                    "quantized_params")})
         mlflow.log_metrics({k: float(record[k]) for k in ("nll_fp", "nll_torch", "nll_onnx", "bpb_onnx", "sqnr_db",
                                                            "onnx_quantized_bytes", "onnx_file_bytes",
+                                                           "measured_peak_bytes", "estimated_runtime_bytes",
                                                            "logits_max_abs_diff") if record.get(k) is not None})
         mlflow.log_dict(record, "quantization.json")
         info = mlflow.pyfunc.log_model(name="model", python_model=_CODE, artifacts={"onnx_dir": str(folder)},
@@ -56,9 +57,21 @@ def register_export(record: dict, folder: str | Path, name: str | None = None, c
         "nll_fp": f"{record['nll_fp']:.6f}", "sqnr_db": f"{record['sqnr_db']:.4f}",
         "dataset": record["calibration"]["dataset"], "seq_len": str(record["evaluation"]["seq_len"]),
         "eval_windows": str(record["evaluation"]["windows"]),
-        "dataset_digest": record["calibration"]["dataset_digest"], "export_run": run.info.run_id})
+        "dataset_digest": record["calibration"]["dataset_digest"], "export_run": run.info.run_id,
+        **runtime_tags(record)})
     client.update_model_version(name, version.version, description=(
         f"{record['model']} in {record['format']} by {record['method']}, ONNX with low-bit weights: "
         f"NLL {record['nll_onnx']:.4f} nats/token measured with onnxruntime, "
         f"{record['onnx_quantized_bytes']:,} bytes of quantized weights."))
     return client.get_model_version(name, version.version)
+
+
+def runtime_tags(record: dict) -> dict:
+    """The export's run-time memory as version tags (what `advisor gate --max-memory` judges); none for
+    an export made before the runtime peak was measured."""
+    runtime = record.get("runtime")
+    if not runtime or record.get("measured_peak_bytes") is None:
+        return {}
+    return {"measured_peak_bytes": str(record["measured_peak_bytes"]),
+            "estimated_runtime_bytes": str(record["estimated_runtime_bytes"]), "runtime": runtime["name"],
+            "runtime_context": str(runtime["context"]), "runtime_batch": str(runtime["batch"])}

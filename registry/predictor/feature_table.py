@@ -15,6 +15,9 @@ from store.errors import InputError
 FEATURES = ("quantized_params", "nll_fp", "sqnr_rtn_db", "nll_rtn", "slope_rtn",
             "precision", "exp_bits", "block_size")
 TARGET = "nll_gptq"
+# params.arch.* a sweep logs on each model's parent run (pipelines/sources/architecture.py)
+ARCHITECTURE_PARAMS = ("layers", "hidden_size", "intermediate_size", "heads", "kv_heads", "head_dim", "vocab_size",
+                       "context_length")
 IDENTITY = ("model", "model_family", "format", "format_family", "dataset_digest",
             "parent_run_id", "rtn_run_id", "gptq_run_id", "experiment_id")
 
@@ -79,9 +82,11 @@ def build_feature_table(query: TableQuery = TableQuery(), client=None):
         "train_tokens": _column(parents, "metrics.train_tokens", float("nan")),
         "non_embedding_params": _column(parents, "metrics.non_embedding_params", float("nan")),
         "total_params": _column(parents, "metrics.total_params", float("nan")),
-        # architecture numbers for a KV-cache estimate (absent in runs older than these params)
+        # architecture numbers for the runtime memory model (absent in runs older than these params)
         **{name: pd.to_numeric(_column(parents, f"params.arch.{name}", float("nan")), errors="coerce")
-           for name in ("layers", "kv_heads", "head_dim")},
+           for name in ARCHITECTURE_PARAMS},
+        "tied_embeddings": _column(parents, "params.arch.tied_embeddings", None),
+        "model_type": _column(parents, "params.arch.model_type", None),
     })
     # A model swept again (new code version or settings) has a newer parent run: learn from the
     # newest measurement of each model on each dataset, never from two generations at once.
