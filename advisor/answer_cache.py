@@ -1,14 +1,15 @@
-"""A local copy of what `advisor recommend` reads from a sqlite store, valid while the file is unchanged.
+"""A local copy of what `advisor recommend` reads from a sqlite store, valid while that part is unchanged.
 
 Why: importing MLflow and opening its SQLAlchemy store cost about 2.8 s before a recommendation
 does any work, twice the time of the work itself. The inputs of a recommendation (catalog,
-measured feature table, champion predictor, current laws) change only when something writes to
-the store, and every write to a sqlite store changes its header's change counter, its size or
-modification time, or those of its -wal/-journal companions. So the inputs are kept as one JSON
-file per (store, experiments), stamped with all of these; a recommendation whose stamp still matches
-answers from it without importing MLflow. Any write — a sweep, a fit, an alias moved in the UI,
-another recommendation being logged — invalidates it; the logger refreshes it afterwards, reading
-the store between two equal stamps so that what it saves is exactly one state of the store.
+measured feature table, champion predictor, current laws) change only when something writes them.
+So they are kept as one JSON file per (store, experiments), stamped with a digest of what a
+recommendation reads (`store_stamp`: the registry's rows, and the runs of every experiment but the
+recommendations', gates' and exports'); a recommendation whose stamp still matches answers from it
+without importing MLflow. A write it reads — a sweep, a fit, an alias moved in the UI — invalidates
+it; a recommendation being logged does not, so answers that come back to back all answer from it.
+The logger refreshes it after a change, reading the store between two equal stamps so that what it
+saves is exactly one state of the store.
 Stores that are not sqlite files (a tracking server) are always read directly.
 """
 
@@ -28,7 +29,6 @@ from store.paths import cache_root
 from store.uri import sqlite_file
 
 FORMAT = 1
-_COMPANIONS = ("", "-wal", "-journal", "-shm")
 
 
 @dataclass
@@ -65,26 +65,49 @@ def default_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
-def store_stamp(uri: str | None) -> list | None:
-    """(suffix, size, mtime_ns) of the sqlite file and its companions, and the database's file
-    change counter; None when not a sqlite file."""
+# Experiments whose runs a recommendation never reads: its own log, gates and exports. Their writes
+# must not invalidate the snapshot, or every answer's own logged run would expire the next answer.
+UNREAD_EXPERIMENTS = ("ptq-recommendations", "ptq-gates", "ptq-exports")
+# One row per fact a recommendation reads, in a stable order: the registry (names, versions,
+# aliases, tags) and every run outside UNREAD_EXPERIMENTS (status and end time move whenever a run
+# is logged, finished, deleted or restored).
+_STAMP_QUERIES = (
+    "SELECT version_num FROM alembic_version",
+    "SELECT name, last_updated_time FROM registered_models ORDER BY name",
+    "SELECT name, version, last_updated_time, current_stage, status, source, run_id FROM model_versions "
+    "ORDER BY name, version",
+    "SELECT name, alias, version FROM registered_model_aliases ORDER BY name, alias",
+    "SELECT name, key, value FROM registered_model_tags ORDER BY name, key",
+    "SELECT name, version, key, value FROM model_version_tags ORDER BY name, version, key",
+    "SELECT experiment_id, name, lifecycle_stage, artifact_location FROM experiments WHERE name NOT IN ({unread}) "
+    "ORDER BY experiment_id",
+    "SELECT r.run_uuid, r.status, r.lifecycle_stage, r.start_time, r.end_time FROM runs r "
+    "JOIN experiments e ON e.experiment_id = r.experiment_id WHERE e.name NOT IN ({unread}) ORDER BY r.run_uuid",
+)
+
+
+def store_stamp(uri: str | None) -> str | None:
+    """A digest of everything in a sqlite store that a recommendation reads (read in one
+    transaction, with the standard library's sqlite3: no MLflow import); None when `uri` is not
+    a sqlite file or cannot be read as an MLflow store. Writes a recommendation never reads — its
+    own logged runs, gates, exports — leave it unchanged."""
+    import sqlite3
+
     path = sqlite_file(uri)
     if path is None or not path.exists():
         return None
-    # mtime ticks coarsely (a few ms) and an in-place write keeps the size; the header's change
-    # counter (bytes 24-27) moves on every committed transaction outside WAL mode
+    unread = ", ".join(f"'{name}'" for name in UNREAD_EXPERIMENTS)
+    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            stamp = [["counter", f.read(28)[24:].hex()]]
-    except OSError:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
+            connection.execute("BEGIN")  # one snapshot for every query
+            for query in _STAMP_QUERIES:
+                for row in connection.execute(query.format(unread=unread)):
+                    digest.update(repr(row).encode())
+                digest.update(b"|")
+    except sqlite3.Error:
         return None
-    for suffix in _COMPANIONS:
-        try:
-            info = os.stat(f"{path}{suffix}")
-        except FileNotFoundError:
-            continue
-        stamp.append([suffix, info.st_size, info.st_mtime_ns])
-    return stamp
+    return digest.hexdigest()
 
 
 def snapshot_file(uri: str, experiments) -> Path:

@@ -22,6 +22,7 @@ from advisor.memory import BudgetError, parse_memory
 from advisor.options import open_store, tracking_uri_option, writable_file
 from registry.versions import VersionNotFoundError, parse_reference, resolve_version
 from store.experiments import experiment_id
+from store.short_runs import owner_tags
 
 GATE_EXPERIMENT = "ptq-gates"
 LOWER_IS_BETTER = {"nll": True, "delta_nll": True, "bytes": True, "memory": True, "sqnr_db": False}
@@ -187,7 +188,7 @@ def log_report(client, report: dict) -> str:
     gates = experiment_id(client, GATE_EXPERIMENT, "Release-gate verdicts: one run per check of a version.")
     verdict = "pass" if report["passed"] else "fail"
     with mlflow.start_run(experiment_id=gates, run_name=f"gate {report['version']}: {verdict}",
-                          tags={"ptq.kind": "gate", "ptq.gate.version": report["version"]}) as run:
+                          tags={"ptq.kind": "gate", "ptq.gate.version": report["version"], **owner_tags()}) as run:
         mlflow.log_dict(report, "gate_report.json")
         mlflow.log_metrics({f"value.{c['metric']}": c["value"] for c in report["checks"]})
     return run.info.run_id

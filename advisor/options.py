@@ -11,6 +11,7 @@ from advisor.errors import AdvisorError
 from pipelines.export.runtime_memory import NOT_MEASURED, RUNTIMES
 from pipelines.sweep.config import METHODS
 from store.keys import use_store
+from store.short_runs import close_abandoned
 from store.tracking_server import TrackingError, check_tracking_server
 from store.uri import check_store, prepare_store
 
@@ -104,4 +105,6 @@ def open_store(tracking_uri):
     except TrackingError as err:
         raise AdvisorError(str(err)) from None
     prepare_store(uri)
-    return mlflow.MlflowClient()
+    client = mlflow.MlflowClient()
+    close_abandoned(client)  # a fit, seed, gate or recommendation killed mid-run stays RUNNING otherwise
+    return client

@@ -52,7 +52,7 @@ def _say(message: str) -> None:
 @click.option("--experiment", "experiments", multiple=True, default=("ptq-sweep",), show_default=True,
               help="Sweep experiment(s) holding measured candidates (repeatable).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=writable_file,
-              help="Draw the loss-vs-bytes frontier with the budget line to this PNG.")
+              help="Draw the loss-vs-memory frontier with the budget line to this PNG.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
               help="Export the winner to this folder as low-bit ONNX (see `advisor export`).")
 @click.option("--dataset", default=None,
@@ -216,11 +216,12 @@ def _print(report, budget, plan) -> None:
     console = Console(width=160)
     console.print(table)
     w = report["winner"]
-    console.print(escape(f"★ {w['model']} · {w['format']} · {w['method']}: {w['size']} ({w['bytes']:,.0f} bytes), "
+    console.print(escape(f"★ {w['model']} · {w['format']} · {w['method']}: {w['size']} ({w['bytes']:,.0f} bytes at "
+                         f"{w['memory']['context']:,} tokens on {w['memory']['runtime']}), "
                          f"NLL {_fmt_interval(w)} nats/token (ΔNLL {_fmt_delta(w)}), {w['bpb']:.4f} bits/byte "
                          f"[{w['source']}: {w['cite']}]" + (f" ({'; '.join(w['notes'])})" if w["notes"] else "")),
                   highlight=False)
-    console.print(f"◆ on the loss-vs-bytes Pareto frontier; * bits/byte assume 4 bytes/token; "
+    console.print(f"◆ on the loss-vs-memory Pareto frontier; * bits/byte assume 4 bytes/token; "
                   f"{report['fitting']} of {report['candidates']} candidates fit; " + (
                       f"logged as run {report['run_id']}" if report["run_id"] else
                       f"answered from the answer cache; logging as recommendation {report['recommendation_id']}"),

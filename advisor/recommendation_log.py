@@ -21,6 +21,8 @@ from advisor.answer_cache import answers_dir, refresh
 from advisor.candidates import gather_inputs
 from store.experiments import experiment_id
 from store.keys import use_store
+from store.faults import fault_point
+from store.short_runs import owner_tags
 
 RECOMMENDATION_EXPERIMENT = "ptq-recommendations"
 ID_TAG = "ptq.recommendation_id"
@@ -61,11 +63,12 @@ def log_run(record: dict, client=None) -> str:
     name = f"{budget['text']}: " + (f"{winner['model']} · {winner['format']} · {winner['method']}" if winner
                                     else "nothing fits")
     with mlflow.start_run(experiment_id=experiment, run_name=name,
-                          tags={"ptq.kind": "recommendation", ID_TAG: record["id"]}) as run:
+                          tags={"ptq.kind": "recommendation", ID_TAG: record["id"], **owner_tags()}) as run:
         mlflow.log_params({**{k: v for k, v in record["inputs"].items() if v is not None},
                            "budget_bytes": budget["bytes"],
                            **{f"plan.{k}": v for k, v in plan.items() if v is not None},
                            **{f"version.{k}": v for k, v in record["versions"].items()}})
+        fault_point("recommendation.logging")
         if winner:
             mlflow.log_metrics({"winner_bytes": winner["bytes"], "winner_bpb": winner["bpb"],
                                 "winner_nll": winner["nll"]})

@@ -5,6 +5,8 @@ step, as a SIGKILL would (store/faults.py), then the same command runs again. Wi
 (add the next one here, with its fault point and test):
 - sweep.parent_created      a model's parent run exists, its params and dataset are not logged yet
 - registry.law_registered   `advisor seed` registered qid-law v1, its tags and `current` alias not yet set
+- recommendation.logging    a recommendation's run is started and half logged (left RUNNING); the next
+                            command that opens the store marks it KILLED (store/short_runs.py)
 Concurrency windows (three first commands on a fresh store) are in test_store_faults.py.
 """
 
@@ -65,3 +67,19 @@ def test_a_seed_killed_after_registering_a_law_is_repaired_by_the_next_seed(tmp_
     law = client.get_model_version("qid-law", law.version)
     assert law.aliases == ["current"] and law.tags["kind"] == "published"
     assert str(client.get_model_version_by_alias("loss16-law", "current").version) == "1"
+
+
+def test_a_recommendation_killed_while_logging_is_closed_by_the_next_command(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert advisor("seed", "--measured-data", "none", "--no-fit", "--tracking-uri", uri).returncode == 0
+    killed = advisor("recommend", "--memory", "8GB", "--tracking-uri", uri, fault="recommendation.logging")
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("ptq-recommendations").experiment_id
+    (half,) = client.search_runs([experiment])
+    assert half.info.status == "RUNNING" and "ptq.owner" in half.data.tags  # the window was hit
+    again = advisor("recommend", "--memory", "8GB", "--tracking-uri", uri)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert client.get_run(half.info.run_id).info.status == "KILLED"
+    statuses = sorted(r.info.status for r in client.search_runs([experiment]))
+    assert statuses == ["FINISHED", "KILLED"]

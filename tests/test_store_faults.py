@@ -12,6 +12,14 @@ Fault cases tried (add the next one here, with its test):
 - tables a killed schema migration left behind      -> removed; the store works
 - a store folder copied elsewhere (file + artifacts) -> works on its own, never writes into the original
 - an unexpected error                               -> one line, exit 1; `--debug` shows the traceback
+Faults past the store, tested beside their commands:
+- `--plot` into a missing folder                    -> "the folder … does not exist" (test_recommend)
+- `--report` into a missing folder or onto a folder -> refused before any alias moves (test_gate)
+- `export --out` under a file, or not writable      -> "… is a file" / "is not writable" (test_export)
+- `mxfp8_e5m2_32` chosen for export                 -> refused before the model is read (test_export)
+- `８GB` (full-width digits)                         -> refused with "did you mean '8GB'?" (test_memory)
+- a Gemma-3 tokenizer built wrongly, in a folder    -> refused by export and gate (test_offline_models)
+- a command killed while its short run was RUNNING  -> marked KILLED by the next command (test_crash_safety)
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ class Layout:
 ARCHITECTURES = {
     "llama": Layout(gated_mlp=True, fused_qkv=False),
     "mistral": Layout(gated_mlp=True, fused_qkv=False),
+    "smollm3": Layout(gated_mlp=True, fused_qkv=False),  # Llama blocks; some layers skip RoPE (NoPE)
     "qwen2": Layout(gated_mlp=True, fused_qkv=False, qkv_bias=True),
     "qwen3": Layout(gated_mlp=True, fused_qkv=False, qk_norm=True),
     "olmo2": Layout(gated_mlp=True, fused_qkv=False, qk_norm_full=True),

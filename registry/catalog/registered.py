@@ -28,6 +28,7 @@ from registry.versions import (
     resolve_version,
     version_artifact,
 )
+from store.short_runs import owner_tags
 
 PIP_REQUIREMENTS = ["mlflow==3.17.2", "pandas==3.1.1"]
 _CODE = str(Path(__file__).with_name("catalog_model.py"))
@@ -146,7 +147,7 @@ def register_catalog(entries: list[CatalogEntry], description: str, source: str,
     payload = {"source": source, "content_digest": digest, "entries": [e.to_dict() for e in entries]}
     signature = ModelSignature(inputs=Schema([ColSpec("string", "name", required=False)]))
     example = pd.DataFrame({"name": [entries[0].name]})  # predict: these rows; no `name` column: all
-    with mlflow.start_run(experiment_id=registry_experiment_id(client), description=description,
+    with mlflow.start_run(experiment_id=registry_experiment_id(client), description=description, tags=owner_tags(),
                           run_name=f"{CATALOG} · {source} · {len(entries)} models",
                           nested=mlflow.active_run() is not None) as run, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "catalog.json"

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from store.experiments import experiment_id
+from store.short_runs import owner_tags
 
 EXPORT_EXPERIMENT = "ptq-exports"
 PIP_REQUIREMENTS = ["mlflow==3.17.2", "onnxruntime==1.32.0", "optimum==2.1.0", "optimum-onnx==0.1.0",
@@ -40,7 +41,7 @@ def register_export(record: dict, folder: str | Path, name: str | None = None, c
                                params=ParamSchema([ParamSpec("max_new_tokens", "long", 32)]))
     run_name = f"{name} · {record['format']} · {record['method']} · onnx"
     with mlflow.start_run(experiment_id=exported_in, run_name=run_name,
-                          tags={"ptq.kind": "export"}) as run:
+                          tags={"ptq.kind": "export", **owner_tags()}) as run:
         mlflow.log_params({k: record[k] for k in ("model", "format", "method", "bits_per_weight",
                                                    "quantized_params")})
         mlflow.log_metrics({k: float(record[k]) for k in ("nll_fp", "nll_torch", "nll_onnx", "bpb_onnx", "sqnr_db",

@@ -25,6 +25,7 @@ from registry.versions import (
 )
 from store.errors import InputError
 from store.faults import fault_point
+from store.short_runs import owner_tags
 
 QID_LAW, LOSS16_LAW = "qid-law", "loss16-law"
 CURRENT = "current"
@@ -89,7 +90,8 @@ def _log_version(client, name: str, config: dict, tags: dict, description: str,
     signature, example = _signature(name)
     experiment_id = registry_experiment_id(client)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name} · {tags['source'][:60]}",
-                          description=description, nested=mlflow.active_run() is not None) as run:
+                          description=description, nested=mlflow.active_run() is not None,
+                          tags=owner_tags()) as run:
         mlflow.log_params({"law": name, "keys": tags["keys"], "n_rows": tags["n_rows"]})
         mlflow.log_dict(config, "law.json")
         mlflow.log_dict({"runs": list(training_run_ids)}, "lineage/training_runs.json")

@@ -22,6 +22,7 @@ from registry.versions import (
     version_artifact,
 )
 from store.errors import InputError
+from store.short_runs import owner_tags
 
 PREDICTOR = "ptq-loss-predictor"
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -121,7 +122,7 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
     sample = table[list(FEATURES) + [c for c in ("nll_fp", "nll_rtn") if c not in FEATURES]].head(3)
     mlflow.set_experiment(experiment_id=registry_experiment_id(client))
     name = f"fit {predictor.kind} · base {predictor.base}"
-    with mlflow.start_run(run_name=name, description=description) as run, \
+    with mlflow.start_run(run_name=name, description=description, tags=owner_tags()) as run, \
             tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({**{f"recipe.{k}": v for k, v in predictor.recipe().items()},
                            "experiments": ",".join(query.experiments),

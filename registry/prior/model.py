@@ -92,7 +92,10 @@ def _predict(model: dict, frame) -> np.ndarray:
     X = design(frame, model["log_d_fill"], model["features"])
     if model["kind"] == "ridge":
         lin = model["linear"]
-        raw = lin["intercept"] + ((X - np.asarray(lin["mean"])) / np.asarray(lin["scale"])) @ np.asarray(lin["coef"])
+        # a row-wise sum, not a matrix product: BLAS rounds by batch, and a GPTQ row capped at its RTN
+        # twin must equal that twin predicted in another batch to the last bit
+        z = (X - np.asarray(lin["mean"])) / np.asarray(lin["scale"])
+        raw = lin["intercept"] + (z * np.asarray(lin["coef"])).sum(axis=1)
         return raw - np.logaddexp(0.0, raw - model["cap_log"])
     return _forest_predict(model["ensemble"], X)
 

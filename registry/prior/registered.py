@@ -27,6 +27,7 @@ from registry.versions import (
     version_artifact,
 )
 from store.errors import InputError
+from store.short_runs import owner_tags
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 PIP_REQUIREMENTS = ["mlflow==3.17.2", "numpy==2.4.6", "pandas==3.1.1"]
@@ -125,7 +126,8 @@ def register_fit(fit: PriorFit, published_path: str | None = None, client=None, 
     versions = fit.params.get("data_versions", {})
     mlflow.set_experiment(experiment_id=registry_experiment_id(client))
     summary = fit.params["summary"]
-    with mlflow.start_run(run_name=f"fit ptq-prior · {fit.recipe['kind']}", description=description) as run, \
+    with mlflow.start_run(run_name=f"fit ptq-prior · {fit.recipe['kind']}", description=description,
+                          tags=owner_tags()) as run, \
             tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({**{f"recipe.{k}": v for k, v in fit.recipe.items()}, "rows": len(fit.frame),
                            "families": ",".join(sorted(set(fit.frame["family"])))[:500],
