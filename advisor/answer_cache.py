@@ -180,6 +180,8 @@ def refresh(client, uri: str, experiments, gather) -> bool:
     before = store_stamp(uri)
     if before is None:
         return False
+    if load(uri, experiments) is not None:  # still current (e.g. only recommendations were logged): no re-read
+        return True
     inputs = gather(client)
     if store_stamp(uri) != before:
         return False

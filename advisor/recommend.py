@@ -248,11 +248,12 @@ def catalog_rows(entries, formats: dict[str, Format], methods, plan: MemoryPlan,
             skipped.append(f"{entry.name}: training tokens unknown, so no QiD prediction for its formats")
             continue
         for fmt in formats.values():
+            memory = plan.total(arch, fmt)  # one figure for every method: the export holds the same bytes
+            sqnr = prior.sqnr_db(fmt.as_dict()) if prior is not None else math.nan
             for method in methods:
                 grid.append({"entry": entry, "fmt": fmt, "method": method, "nll_fp": nll_fp, "fp_source": fp_source,
-                             "fp_cite": fp_cite, "per_nat": per_nat, "assumed": assumed,
-                             "memory": plan.total(arch, fmt),
-                             "sqnr": prior.sqnr_db(fmt.as_dict()) if prior is not None else math.nan})
+                             "fp_cite": fp_cite, "per_nat": per_nat, "assumed": assumed, "memory": memory,
+                             "sqnr": sqnr})
     law_grid = grid
     if prior is not None and grid:
         answer = [g for g in grid if _finite(g["sqnr"])]

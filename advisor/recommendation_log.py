@@ -146,6 +146,8 @@ def main(argv=None) -> int:
 
     import fcntl
 
+    if argv is None:  # the detached process: yield the CPU to the answers being read meanwhile
+        os.nice(19)
     import mlflow
 
     uri, *experiments = argv if argv is not None else sys.argv[1:]

@@ -210,6 +210,9 @@ def goal_lines(subsets: dict, regrets: dict, deployed: str | None) -> list[str]:
             for f in families:
                 by, c = scores[f], pick(scores[f])
                 baselines = {b: by[b]["mae"] for b in BASELINES if by[b]["mae"] == by[b]["mae"]}  # QiD needs D
+                if not baselines:  # no baseline answers this family's rows in this subset
+                    cells.append(cell(f"{by[c]['mae']:.3f}", c, named, False, "no baseline to beat "))
+                    continue
                 nearest = min(baselines, key=baselines.get)
                 cells.append(cell(f"{by[c]['mae']:.3f}", c, named, all(by[c]["mae"] < v for v in baselines.values()),
                                   f"vs {LABELS[nearest]} {baselines[nearest]:.3f} "))

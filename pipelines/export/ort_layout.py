@@ -26,6 +26,7 @@ CPU) — tied or not, 2 + 4 bytes per vocab × hidden element.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 NBITS = (2, 4, 8)  # MatMulNBits' element widths
@@ -97,6 +98,7 @@ def nbits_for(fmt) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)  # Formats are frozen: recommend asks once per catalog model and format
 def linear_layout(fmt) -> LinearLayout:
     """The kernel and storage of every quantized Linear in `fmt`."""
     scale_bits = 8 if fmt.is_mx else 16

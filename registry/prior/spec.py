@@ -9,7 +9,7 @@ table, and what the advisor cites beside a prediction: the published results on 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,7 @@ class LoadedPrior:
     version: str
     params: dict
     run_id: str | None = None
+    _by_variant: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def cite(self) -> str:
@@ -60,7 +61,11 @@ class LoadedPrior:
 
     def published(self, model: str, fmt: str, method: str) -> dict | None:
         """The published result for exactly (model, format, method), reference corpus first."""
-        hits = [r for r in self.params["published"] if (r["model"], r["format"], r["method"]) == (model, fmt, method)]
+        if self._by_variant is None:  # recommend asks once per candidate: index the rows once
+            self._by_variant = {}
+            for r in self.params["published"]:
+                self._by_variant.setdefault((r["model"], r["format"], r["method"]), []).append(r)
+        hits = self._by_variant.get((model, fmt, method))
         return min(hits, key=lambda r: (_corpus_rank(r["corpus"]), -(r.get("seq_len") or 0))) if hits else None
 
     def fp_published(self, model: str) -> dict | None:
