@@ -141,13 +141,23 @@ def start_logger(uri: str, experiments) -> None:
                          env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
 
 
+def _lowest_priority() -> None:
+    """Nice 19, for the process and for its session's scheduling group: the logger runs in a session
+    of its own, and with Linux's autogroups a process's nice only ranks it within its group."""
+    os.nice(19)
+    try:
+        Path("/proc/self/autogroup").write_text("19")
+    except OSError:  # no autogroups (other kernels, containers without it): the process nice is all there is
+        pass
+
+
 def main(argv=None) -> int:
     """Log the spooled recommendations of a store, then refresh its answer cache."""
 
     import fcntl
 
     if argv is None:  # the detached process: yield the CPU to the answers being read meanwhile
-        os.nice(19)
+        _lowest_priority()
     import mlflow
 
     uri, *experiments = argv if argv is not None else sys.argv[1:]
