@@ -89,8 +89,13 @@ def spool(uri: str, experiments, record: dict) -> Path:
 
 def pending(uri: str, min_age_s: float = 0.0) -> list[Path]:
     """Spooled recommendations of `uri` at least `min_age_s` old, oldest first."""
-    now, found = time.time(), []
-    for path in sorted(spool_dir().glob("*.json"), key=lambda p: p.stat().st_mtime) if spool_dir().exists() else []:
+    now, found, spooled = time.time(), [], []
+    for path in spool_dir().glob("*.json") if spool_dir().exists() else []:
+        try:
+            spooled.append((path.stat().st_mtime, path))
+        except FileNotFoundError:  # logged and deleted meanwhile
+            continue
+    for _, path in sorted(spooled):
         try:
             if json.loads(path.read_text())["uri"] == uri and now - path.stat().st_mtime >= min_age_s:
                 found.append(path)
@@ -131,8 +136,32 @@ def flush_abandoned(uri: str, client) -> list[str]:
         return flush(pending(uri, STALE_SPOOL_S), client)
 
 
+def _active_lock(uri: str):
+    """The file a logger holds locked while it works for `uri`: one logger per store at a time."""
+    import hashlib
+
+    path = answers_dir() / f"logger-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.active"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w")
+
+
+def _logger_active(uri: str) -> bool:
+    import fcntl
+
+    with _active_lock(uri) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
 def start_logger(uri: str, experiments) -> None:
-    """Start the detached logger for `uri` (it outlives this process; output to logger.log)."""
+    """Start the detached logger for `uri` unless one is at work for it already (it takes what was just
+    spooled before it stops: answers that come back to back share one logger instead of each
+    starting its own; it outlives this process; output to logger.log)."""
+    if _logger_active(uri):
+        return
     log = answers_dir() / "logger.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
@@ -152,22 +181,36 @@ def _lowest_priority() -> None:
 
 
 def main(argv=None) -> int:
-    """Log the spooled recommendations of a store, then refresh its answer cache."""
+    """Log the spooled recommendations of a store, then refresh its answer cache; repeat while answers
+    keep spooling. Exits at once when another logger works for the same store."""
 
     import fcntl
 
+    uri, *experiments = argv if argv is not None else sys.argv[1:]
     if argv is None:  # the detached process: yield the CPU to the answers being read meanwhile
         _lowest_priority()
-    import mlflow
+    client = None
+    while True:
+        with _active_lock(uri) as active:
+            try:
+                fcntl.flock(active, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # the active one takes what was spooled (it looks again before it stops)
+            if client is None:
+                import mlflow
 
-    uri, *experiments = argv if argv is not None else sys.argv[1:]
-    use_store(uri)
-    client = mlflow.MlflowClient()
-    with _lock_file() as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # one logger at a time: a spooled run is logged once
-        flush(pending(uri), client)
-        refresh(client, uri, experiments, lambda c: gather_inputs(c, experiments))
-    return 0
+                use_store(uri)
+                client = mlflow.MlflowClient()
+            while True:
+                with _lock_file() as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX)  # one writer at a time: a spooled run is logged once
+                    flush(pending(uri), client)
+                    refresh(client, uri, experiments, lambda c: gather_inputs(c, experiments))
+                if not pending(uri):
+                    break
+        # an answer that spooled while this logger was finishing saw it active and started none
+        if not pending(uri):
+            return 0
 
 
 if __name__ == "__main__":  # pragma: no cover - the detached logger's entry point
