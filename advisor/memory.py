@@ -1,8 +1,4 @@
-"""The memory model: budgets as users type them, and the bytes a quantized model needs.
-
-`weight_bytes`: quantized Linear weights in the format (elements + every block/group/channel
-scale, exactly as `Format.storage_bytes` counts them) + every other parameter at 16 bits — what
-the sweep's `bytes` metric and the predictor's features count.
+"""The memory model: budgets as users type them, and the bytes a quantized model needs at run time.
 
 What a candidate is charged against a budget is `MemoryPlan.total` → `runtime_bytes`: the peak
 resident bytes of the product's export on a runtime (onnxruntime CPU, measured;
@@ -29,7 +25,6 @@ UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?\s*([a-z]+)\s*$", re.IGNORECASE | re.ASCII)
-REST_BITS = 16  # unquantized parameters at the deployment dtype
 
 
 class BudgetError(InputError):
@@ -105,20 +100,6 @@ class Architecture:
     def quantized_params(self) -> int:
         """Elements in the decoder Linears (what a format quantizes; Xu et al.'s D)."""
         return sum(o * i * n for (o, i), n in self.shape_counts.items())
-
-
-def quantized_weight_bytes(shapes, fmt: Format, container: bool = False) -> float:
-    """Bytes of Linear weights [out, in] in `fmt` with every scale; `container`: as exported to ONNX."""
-    counts = shapes if isinstance(shapes, dict) else Counter(shapes)
-    return sum(fmt.storage_bytes(o, i, container) * n for (o, i), n in counts.items())
-
-
-def weight_bytes(arch: Architecture, fmt: Format | None, container: bool = False) -> float:
-    """Quantized Linears (with scales) + other parameters at 16 bits; fmt None = all 16-bit."""
-    if fmt is None:
-        return arch.total_params * REST_BITS / 8
-    quantized = quantized_weight_bytes(arch.shape_counts, fmt, container)
-    return quantized + (arch.total_params - arch.quantized_params) * REST_BITS / 8
 
 
 DEFAULT_CONTEXT = 4096  # a realistic serving context, tokens (capped at the model's)
