@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration-size", type=int, default=32)
     parser.add_argument("--json", type=Path, default=None, help="Rows so far (resumable: done rows are kept).")
     parser.add_argument("--write", type=Path, default=None)
+    parser.add_argument("--report-only", action="store_true", help="Measure nothing: the table from --json's rows.")
     args = parser.parse_args(argv)
     saved = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
     rows, fp, name = saved.get("rows", []), saved.get("fp_nll"), saved.get("model")
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
     plan = [(f, a) for a in arms if a != "gptq-seq-search" for f in args.formats.split(",")]
     plan += [(f, "gptq-seq-128") for f in args.large_calibration.split(",") if f]
     plan += [(f, "gptq-seq-search") for f in args.formats.split(",") if "gptq-seq-search" in arms]
+    plan = [] if args.report_only else plan
     loaded = None
     for fmt_name, arm in plan:
         if any(r["format"] == fmt_name and r["arm"] == arm for r in rows):
