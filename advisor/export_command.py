@@ -7,7 +7,7 @@ import json
 import click
 
 from advisor.errors import AdvisorError, friendly_errors
-from advisor.options import open_store, tracking_uri_option
+from advisor.options import device_option, open_store, tracking_uri_option
 from registry.exports.exported_models import register_export
 
 
@@ -23,9 +23,9 @@ from registry.exports.exported_models import register_export
 @click.option("--calibration-size", type=click.IntRange(1), default=128, show_default=True,
               help="GPTQ calibration windows.")
 @click.option("--hessians", type=click.Choice(["sequential", "fp"]), default="sequential", show_default=True,
-              help="GPTQ Hessians from the unquantized network (Xu et al.; what `advisor sweep` measures "
-                   "by default) or block by block from the quantized one (reference GPTQ; lower loss on "
-                   "real models at 2-4 bits, see docs/real-model-study.md).")
+              help="GPTQ Hessians block by block from the quantized network (reference GPTQ, what "
+                   "`advisor sweep` measures by default) or from the unquantized one (Xu et al. §4.3; "
+                   "loses to RTN on real models, see docs/real-model-study.md).")
 @click.option("--seq-len", type=click.IntRange(0, 1 << 20), default=0, show_default=True,
               help="Tokens per window; 0 = model context, capped at 2048.")
 @click.option("--max-windows", type=click.IntRange(1), default=16, show_default=True,
@@ -37,10 +37,11 @@ from registry.exports.exported_models import register_export
 @click.option("--register/--no-register", default=True, show_default=True,
               help="Log the export to MLflow and register it as a version named after the base model.")
 @tracking_uri_option
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print quantization.json.")
 @friendly_errors
 def export(model, format_name, method, out, gguf_file, dataset, calibration_size, hessians, seq_len, max_windows,
-           context, force, register, tracking_uri, as_json):
+           context, force, register, tracking_uri, device, as_json):
     """Quantize MODEL for real and export it to ONNX with low-bit weights (MatMulNBits).
 
     The folder is verified under onnxruntime's default session against the PyTorch-quantized model
@@ -73,7 +74,7 @@ def export(model, format_name, method, out, gguf_file, dataset, calibration_size
     config = ExportConfig(model=model, format=fmt.name, method=method, out=out, dataset=dataset or DEFAULT_DATASET,
                           gguf_file=gguf_file, calibration_size=calibration_size, hessians=hessians,
                           seq_len=seq_len or None,
-                          max_windows=max_windows, force=force, context=context)
+                          max_windows=max_windows, force=force, context=context, device=device)
     say = (lambda message: None) if as_json else (lambda message: click.echo(f"  {message}", err=True))
     try:
         record = export_quantized(config, say)

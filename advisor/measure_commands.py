@@ -7,7 +7,7 @@ import json
 import click
 
 from advisor.errors import friendly_errors
-from advisor.options import damping, dataset_option
+from advisor.options import damping, dataset_option, device_option, eval_dtype_option
 from pipelines.quantize.formats import parse_formats
 from registry.exports.exported_models import register_export
 from store.paths import cache_root
@@ -39,6 +39,8 @@ def _measure_options(gptq_default: bool):
         click.option("--include-embeddings", is_flag=True, help="Also quantize input embeddings."),
         click.option("--include-lm-head", is_flag=True, help="Also quantize the output layer."),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+        device_option,
+        eval_dtype_option,
     ]
 
     def decorate(command):
@@ -49,12 +51,14 @@ def _measure_options(gptq_default: bool):
 
 
 def _plan(options: dict):
+    from pipelines.measure.device import resolve_eval_dtype
     from pipelines.measure.evaluate_formats import EvaluationPlan
     from pipelines.measure.features import FeatureSettings
 
     seeds = tuple(options["seed"] + i for i in range(3))
     features = FeatureSettings(slope_seeds=seeds, hessians=options["hessians"],
-                               damp=damping(options["damp"]), batch_size=options["batch_size"])
+                               damp=damping(options["damp"]), batch_size=options["batch_size"],
+                               eval_dtype=resolve_eval_dtype(options["eval_dtype"], options["device"]))
     return EvaluationPlan(
         seq_len=options["seq_len"], max_windows=options["max_windows"],
         slope_windows=options["slope_windows"], gptq=options["gptq"],
@@ -79,7 +83,9 @@ def _run_measure(model, tokenizer, corpus, model_name, options):
         "model": model_name, "dataset": corpus.spec, "dataset_digest": corpus.digest,
         "seq_len": seq_len, "windows": int(windows.input_ids.shape[0]),
         "tokens": windows.predicted_tokens, "bytes": windows.predicted_bytes, "bos": windows.bos,
-        "fp": {"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte, "bytes": fp_bytes(model)},
+        "device": options["device"], "eval_dtype": plan.features.eval_dtype,
+        "fp": {"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte, "bytes": fp_bytes(model), "eval_dtype": fp.dtype,
+               "eval_gap_nats": fp.gap_nats},
         "variants": [{k: v for k, v in r.items() if not k.endswith("layers")} for r in records],
     }
     if options["as_json"]:
@@ -139,7 +145,7 @@ def measure(model, dataset, gguf_file, dtype, trust_remote_code, **options):
     damping(options["damp"])
     corpus = load_corpus(dataset or DEFAULT_DATASET)
     net, tokenizer, source = load_model(model, dtype=dtype, gguf_file=gguf_file,
-                                        trust_remote_code=trust_remote_code)
+                                        trust_remote_code=trust_remote_code, device=options["device"])
     refuse_broken_tokenizer(net, tokenizer, source, corpus.validation)
     _run_measure(net, tokenizer, corpus, model, options)
 
@@ -172,7 +178,7 @@ def demo(export_dir, **options):
     click.echo(f"building the tiny model under {root} (first run trains it for ~1 min)", err=True)
     corpus = load_corpus(str(corpus_file))
     folder = ensure_tiny_model(root, text=corpus.train)
-    net, tokenizer, _ = load_model(str(folder))
+    net, tokenizer, _ = load_model(str(folder), device=options["device"])
     _run_measure(net, tokenizer, corpus, folder.name, options)
     if export_dir:
         _export_demo(folder, corpus_file, export_dir)

@@ -10,6 +10,7 @@ import click
 from advisor.errors import AdvisorError
 from pipelines.export.runtime_memory import NOT_MEASURED, RUNTIMES
 from pipelines.sweep.config import METHODS
+from store.errors import InputError
 from store.keys import use_store
 from store.short_runs import close_abandoned
 from store.tracking_server import TrackingError, check_tracking_server
@@ -58,6 +59,32 @@ def memory_plan_options(command):
                               "CPU provider is measured; PyTorch on CUDA is not yet)."))):
         command = option(command)
     return command
+
+
+def _device(ctx, param, value: str) -> str:
+    from pipelines.measure.device import resolve_device
+
+    try:
+        return resolve_device(value)
+    except InputError as err:
+        raise AdvisorError(str(err)) from None
+
+
+def device_option(command):
+    """--device: where weights, random directions, Hessians and evaluation live (measure, sweep, ...)."""
+    return click.option("--device", default="auto", show_default=True, callback=_device,
+                        help="auto (CUDA when present), cpu, cuda or cuda:N: where the model, its Hessians, "
+                             "random directions and evaluation live.")(command)
+
+
+def eval_dtype_option(command):
+    """--eval-dtype: the forward passes' dtype for NLL evaluations, checked against float32."""
+    return click.option("--eval-dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+                        default="auto", show_default=True,
+                        help="Dtype of the NLL evaluations' forward passes (autocast): auto is bfloat16 on a GPU, "
+                             "float32 on the CPU. A 16-bit evaluation is checked against float32 on its first "
+                             "windows and redone in float32 when they differ by over 0.002 nats/token; "
+                             "quantization, GPTQ and the landscape always compute in float32.")(command)
 
 
 def writable_file(ctx, param, value):

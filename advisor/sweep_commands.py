@@ -8,7 +8,14 @@ import os
 import click
 
 from advisor.errors import AdvisorError, SweepFailed, friendly_errors
-from advisor.options import damping, dataset_option, methods_option, tracking_uri_option
+from advisor.options import (
+    damping,
+    dataset_option,
+    device_option,
+    eval_dtype_option,
+    methods_option,
+    tracking_uri_option,
+)
 from pipelines.quantize.formats import parse_formats
 from registry.catalog.registered import grow_catalog
 from store.keys import use_store
@@ -49,11 +56,13 @@ from store.uri import check_store
                    "Workers must reach the tracking store: use a tracking server.")
 @click.option("--no-catalog", is_flag=True,
               help="Keep these models out of the recommendation catalog (research models, e.g. the zoo).")
+@device_option
+@eval_dtype_option
 @click.option("--json", "as_json", is_flag=True, help="Print the logged metrics as JSON, no progress.")
 @friendly_errors
 def sweep(models, models_file, formats_spec, dataset, methods, experiment, tracking_uri, seq_len, max_windows,
           slope_windows, calibration_size, hessians, damp, seed, dtype, landscape_step, batch_size,
-          workers, executor, ray_address, no_catalog, as_json):
+          workers, executor, ray_address, no_catalog, device, eval_dtype, as_json):
     """Quantize every model to every format and method; log each variant as an MLflow run.
 
     A parent run per model, a child run per (format, method). Re-running resumes: variants whose
@@ -68,6 +77,7 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
         TimeRemainingColumn,
     )
 
+    from pipelines.measure.device import resolve_eval_dtype
     from pipelines.sources.artifact_models import local_model
     from pipelines.sources.corpus import DEFAULT_DATASET
     from pipelines.sources.model_set import ModelEntry, ModelSetError, load_model_set
@@ -116,7 +126,7 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
                          max_windows=max_windows, slope_windows=slope_windows,
                          calibration_size=calibration_size, seed=seed, hessians=hessians,
                          damp=damping(damp), dtype=dtype, landscape_step_db=landscape_step,
-                         batch_size=batch_size)
+                         batch_size=batch_size, device=device, eval_dtype=resolve_eval_dtype(eval_dtype, device))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=as_json) as bar:
@@ -160,10 +170,11 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
 @click.option("--experiment", default="ptq-landscape", show_default=True, help="MLflow experiment name.")
 @tracking_uri_option
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the profile points as JSON.")
 @friendly_errors
 def landscape(model, gguf_file, dataset, formats_spec, seeds, step, max_db, seq_len, max_windows, dtype,
-              experiment, tracking_uri, as_json):
+              experiment, tracking_uri, device, as_json):
     """Log MODEL's radial loss landscape (NLL vs perturbation SNR) as an MLflow run.
 
     Along seeded random directions (the typical landscape, Xu et al. Fig. 1) and, with --formats,
@@ -183,7 +194,7 @@ def landscape(model, gguf_file, dataset, formats_spec, seeds, step, max_db, seq_
     config = LandscapeConfig(model=model, dataset=dataset or DEFAULT_DATASET, formats=names,
                              seeds=seed_list, step_db=step, max_db=max_db, seq_len=seq_len or None,
                              max_windows=max_windows, gguf_file=gguf_file, dtype=dtype,
-                             experiment=experiment)
+                             experiment=experiment, device=device)
     say = (lambda message: None) if as_json else (lambda message: click.echo(f"  {message}", err=True))
     try:
         result = run_landscape(config, tracking_uri, say)

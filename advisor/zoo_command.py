@@ -6,8 +6,8 @@ import json
 
 import click
 
-from advisor.errors import AdvisorError, friendly_errors
-from advisor.options import tracking_uri_option
+from advisor.errors import friendly_errors
+from advisor.options import device_option, tracking_uri_option
 from pipelines.zoo.presets import PRESETS, tokens_label
 from store.keys import use_store
 
@@ -25,7 +25,7 @@ def _preset_help() -> str:
               help="Training/validation text: a named corpus (shakespeare-milton, python-docs), a file or "
                    "folder [default: the preset's].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Initialisation and data order of every size.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+@device_option
 @click.option("--experiment", default="ptq-zoo", show_default=True, help="MLflow experiment of the checkpoints.")
 @tracking_uri_option
 @click.option("--json", "as_json", is_flag=True, help="Print the checkpoints (N, D, losses, run ids) as JSON.")
@@ -41,13 +41,6 @@ def zoo(preset, out, dataset, seed, device, experiment, tracking_uri, as_json):
     from pipelines.zoo.suite import ZooConfig, run_zoo
 
 
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise AdvisorError(f"--device takes auto, cpu or cuda[:N], not {device!r}")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise AdvisorError(f"--device {device}: no CUDA device here; use --device cpu")
     if tracking_uri:
         use_store(tracking_uri)
     config = ZooConfig(preset=preset, out=out, dataset=dataset, seed=seed, experiment=experiment, device=device)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.results_file import machine, write_section  # noqa: E402
 from pipelines.quantize import mx  # noqa: E402
 from pipelines.quantize.formats import parse_format  # noqa: E402
+from pipelines.quantize.threads import chunk_elements  # noqa: E402
 
 
 def _spin(stop):
@@ -52,7 +53,7 @@ def chunks_with_threads(weight, fmt, threads: int):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        mx._quantize_chunks(rows, out, fmt, k, n, n_blocks, max(1, mx.CHUNK_ELEMENTS // (n_blocks * k)), True)
+        mx._quantize_chunks(rows, out, fmt, k, n, n_blocks, max(1, chunk_elements(rows) // (n_blocks * k)), True)
     finally:
         torch.set_num_threads(before)
     return out

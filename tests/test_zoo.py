@@ -174,7 +174,7 @@ def test_learning_rate_warms_up_then_decays_to_its_floor():
 
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "./no-such-corpus.txt"], "no such file or folder: ./no-such-corpus.txt"),
-    (["--device", "tpu"], "--device takes auto, cpu or cuda[:N], not 'tpu'"),
+    (["--device", "tpu"], "--device takes auto, cpu, cuda or cuda:N, not 'tpu'"),
     (["--preset", "huge"], "Invalid value for '--preset'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tracking_uri):

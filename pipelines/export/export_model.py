@@ -81,6 +81,7 @@ class ExportConfig:
     force: bool = False
     context: int = 4096  # tokens the runtime peak is measured at (capped at the model's context)
     batch: int = 1
+    device: str = "cpu"  # where GPTQ's Hessians and solves run; verification runs on the CPU beside onnxruntime
 
 
 def check_destination(out: Path, force: bool) -> None:
@@ -187,7 +188,8 @@ def export_quantized(config: ExportConfig, say=print) -> dict:
     if config.method not in ("rtn", "gptq"):
         raise ExportInputError(f"--method takes rtn or gptq, not {config.method!r}")
     corpus = load_corpus(config.dataset)
-    model, tokenizer, source = load_model(config.model, dtype="float32", gguf_file=config.gguf_file)
+    model, tokenizer, source = load_model(config.model, dtype="float32", gguf_file=config.gguf_file,
+                                          device=config.device)
     refuse_broken_tokenizer(model, tokenizer, source, corpus.validation)
     supported_architecture(model.config.model_type)
     seq_len = sequence_length(model, config.seq_len)
@@ -198,6 +200,9 @@ def export_quantized(config: ExportConfig, say=print) -> dict:
     fp_nll = evaluate_nll(model, windows)
     say(f"quantizing to {fmt.name} with {config.method}")
     targets, report, scales = _quantize(model, fmt, config.method, tokenizer, corpus, seq_len, config)
+    # onnxruntime runs on the CPU: the quantized model is verified against it there
+    model.to("cpu")
+    scales = {name: scale.cpu() for name, scale in scales.items()}
     encoded = {t.name: encode(t.as_out_in(), fmt, scales.get(t.name)) for t in targets}
     rounded = round_embeddings(model)
     say("PyTorch NLL of the quantized model (embeddings at float16, as exported)")

@@ -7,7 +7,7 @@ import time
 import torch
 
 from pipelines.gptq.model import apply_gptq
-from pipelines.measure.features import FeatureSettings
+from pipelines.measure.features import FeatureSettings, evaluation_record
 from pipelines.measure.nll import evaluate_nll
 from pipelines.quantize.formats import Format
 from pipelines.quantize.rtn import WeightBackup, find_weights
@@ -24,11 +24,11 @@ def measure_gptq(model, fmt: Format, windows: EvalWindows, calibration: torch.Te
         report, damps = apply_gptq(
             model, fmt, calibration, targets=targets, hessians=settings.hessians,
             damp=settings.damp, mx_mode=settings.mx_mode, batch_size=settings.batch_size)
-        gptq = evaluate_nll(model, windows, settings.batch_size)
+        gptq = evaluate_nll(model, windows, settings.batch_size, settings.eval_dtype)
     finally:
         backup.restore()
     return {"sqnr_gptq_db": report.sqnr_db, "nll_gptq": gptq.nll, "bpb_gptq": gptq.bits_per_byte,
-            "bytes": report.total_bytes,
+            "bytes": report.total_bytes, **evaluation_record(gptq, "gptq"),
             "seconds_gptq": time.perf_counter() - start,
             "damp_median": float(torch.tensor(list(damps.values())).median()),
             "gptq_layers": report.layer_table()}

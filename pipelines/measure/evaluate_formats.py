@@ -80,7 +80,7 @@ def evaluate_formats(model, tokenizer, corpus: Corpus, formats: list[Format],
                                           seed=plan.seed)
     say(f"fp: {n} windows x {seq_len} tokens")
     settings = plan.features
-    fp: NllResult = evaluate_nll(model, windows, settings.batch_size)
+    fp: NllResult = evaluate_nll(model, windows, settings.batch_size, settings.eval_dtype)
     targets = find_weights(model, include_embeddings=plan.include_embeddings,
                            include_lm_head=plan.include_lm_head)
     records = []
@@ -105,7 +105,7 @@ def measure_variant(model, fmt: Format, windows: EvalWindows, slope_windows: Eva
     The model's weights are the same afterwards as before.
     """
     targets = find_weights(model) if targets is None else targets
-    fp = fp or evaluate_nll(model, windows, settings.batch_size)
+    fp = fp or evaluate_nll(model, windows, settings.batch_size, settings.eval_dtype)
     record = measure_rtn(model, fmt, windows, slope_windows, fp, settings=settings, targets=targets)
     if calibration is not None:
         record.update(measure_gptq(model, fmt, windows, calibration, settings=settings,

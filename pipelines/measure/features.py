@@ -27,6 +27,14 @@ class FeatureSettings:
     damp: float | None = None  # None: per-layer grid search (Xu et al.)
     mx_mode: str = "column"
     batch_size: int = 8
+    eval_dtype: str | None = None  # bfloat16/float16: checked 16-bit NLL evaluations (GPU); the landscape stays float32
+
+
+def evaluation_record(result: NllResult, method: str) -> dict:
+    """How one NLL was evaluated, as numeric columns: its dtype's bits and, if 16-bit, the checked gap."""
+    bits = {"float32": 32, "float64": 64}.get(result.dtype, 16)
+    return {f"eval_bits_{method}": bits,
+            **({f"eval_gap_{method}_nats": result.gap_nats} if result.gap_nats is not None else {})}
 
 
 def format_features(fmt: Format) -> dict:
@@ -42,9 +50,10 @@ def measure_rtn(model, fmt: Format, windows: EvalWindows, slope_windows: EvalWin
     targets = find_weights(model) if targets is None else targets
     start = time.perf_counter()
     with rtn_quantized(model, fmt, targets) as report:
-        rtn = evaluate_nll(model, windows, settings.batch_size)
+        rtn = evaluate_nll(model, windows, settings.batch_size, settings.eval_dtype)
     seconds_rtn = time.perf_counter() - start
     start = time.perf_counter()
+    # float32 whatever eval_dtype: the slope is a difference of nearby losses, below 16-bit noise
     slope = Landscape(model, targets, slope_windows, settings.batch_size).slope(
         report.sqnr_db, settings.slope_seeds, settings.slope_delta_db)
     return {
@@ -52,7 +61,7 @@ def measure_rtn(model, fmt: Format, windows: EvalWindows, slope_windows: EvalWin
         "quantized_params": report.quantized_params, "bytes": report.total_bytes,
         "nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte,
         "sqnr_rtn_db": report.sqnr_db, "nll_rtn": rtn.nll, "bpb_rtn": rtn.bits_per_byte,
-        "slope_rtn": slope, "seconds_rtn": seconds_rtn,
+        "slope_rtn": slope, "seconds_rtn": seconds_rtn, **evaluation_record(rtn, "rtn"),
         "seconds_slope": time.perf_counter() - start,
         "layers": report.layer_table(),
     }

@@ -32,11 +32,15 @@ def weight_norm(targets: list[WeightTarget]) -> float:
 
 
 def random_direction(targets: list[WeightTarget], seed: int) -> list[torch.Tensor]:
-    """A seeded unit direction (over all targets together), one float32 tensor per target."""
+    """A seeded unit direction (over all targets together), one float32 tensor per target.
+
+    Drawn on the CPU whatever the weights' device, so a seed is the same direction on every
+    machine, then moved to each weight's device.
+    """
     gen = torch.Generator().manual_seed(seed)
     parts = [torch.randn(t.param.shape, generator=gen) for t in targets]
     norm = math.sqrt(sum(float(p.double().square().sum()) for p in parts))
-    return [p / norm for p in parts]
+    return [(p / norm).to(t.param.device) for p, t in zip(parts, targets)]
 
 
 def difference_direction(targets: list[WeightTarget], moved: list[torch.Tensor]) -> list[torch.Tensor]:

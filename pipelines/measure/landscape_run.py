@@ -44,6 +44,7 @@ class LandscapeConfig:
     dtype: str = "float32"
     batch_size: int = 8
     experiment: str = "ptq-landscape"
+    device: str = "cpu"  # the landscape evaluates in float32 on any device (differences of nearby losses)
 
 
 def snr_grid(step_db: float, max_db: float) -> list[float]:
@@ -107,7 +108,8 @@ def run_landscape(config: LandscapeConfig, tracking_uri: str | None = None, say=
         use_store(tracking_uri)
     check_tracking_server(mlflow.get_tracking_uri())
     corpus = load_corpus(config.dataset)
-    model, tokenizer, source = load_model(config.model, dtype=config.dtype, gguf_file=config.gguf_file)
+    model, tokenizer, source = load_model(config.model, dtype=config.dtype, gguf_file=config.gguf_file,
+                                          device=config.device)
     seq_len = sequence_length(model, config.seq_len)
     windows = evaluation_windows(tokenizer, corpus.validation, seq_len, max_windows=config.max_windows)
     name = short_name(source.gguf_file or config.model)
@@ -120,7 +122,7 @@ def run_landscape(config: LandscapeConfig, tracking_uri: str | None = None, say=
                            "seq_len": seq_len, "windows": len(windows.input_ids),
                            "seeds": ",".join(map(str, config.seeds)),
                            "formats": ",".join(f.name for f in formats),
-                           "step_db": config.step_db, "max_db": config.max_db})
+                           "step_db": config.step_db, "max_db": config.max_db, "device": config.device})
         targets = find_weights(model)
         say(f"{name}: fp loss")
         fp = evaluate_nll(model, windows, config.batch_size)

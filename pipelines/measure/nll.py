@@ -4,11 +4,17 @@ NLL is the mean next-token cross-entropy over every predicted token, the quantit
 Face's `labels=` loss. Bits per byte divides the total over the UTF-8 bytes those tokens cover,
 the only unit comparable across tokenizers. Cross-entropy runs in float32 whatever the model's
 dtype, and the total is summed in float64 so that batch size does not change the result.
+
+A 16-bit evaluation (`dtype="bfloat16"`/`"float16"`, a GPU's fast path) runs the forward passes
+under autocast and is checked: the first `CHECK_WINDOWS` windows are evaluated in float32 too, and
+when the two disagree by more than `TOLERANCE_NATS` per token the whole evaluation runs again in
+float32. The result says which dtype it ran in and the gap measured.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +24,9 @@ from pipelines.sources.token_windows import EvalWindows
 from store.errors import InputError
 
 CE_CHUNK_ROWS = 256
+CHECK_WINDOWS = 2
+TOLERANCE_NATS = 0.002  # issue 26: a 16-bit evaluation must agree with float32 within this
+REDUCED = ("bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,8 @@ class NllResult:
     total_nats: float
     tokens: int
     bytes: int
+    dtype: str = "float32"  # what the forward passes ran in
+    gap_nats: float | None = None  # |16-bit − float32| per token on the check windows, if 16-bit
 
     @property
     def nll(self) -> float:
@@ -44,13 +55,17 @@ def _shifted_labels(input_ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def summed_nll(model, input_ids: torch.Tensor, batch_size: int = 8) -> float:
-    """Total next-token cross-entropy over all windows of `input_ids` [n, L], in nats."""
+def summed_nll(model, input_ids: torch.Tensor, batch_size: int = 8, autocast: str | None = None) -> float:
+    """Total next-token cross-entropy over all windows of `input_ids` [n, L], in nats.
+
+    `autocast` (bfloat16/float16): the forward passes run under torch.autocast in that dtype.
+    """
     device = next(model.parameters()).device
     total = 0.0
     for start in range(0, input_ids.shape[0], batch_size):
         batch = input_ids[start:start + batch_size].to(device)
-        logits = model(input_ids=batch, use_cache=False).logits
+        with torch.autocast(device.type, dtype=getattr(torch, autocast)) if autocast else nullcontext():
+            logits = model(input_ids=batch, use_cache=False).logits
         logits = logits.reshape(-1, logits.shape[-1])
         labels = _shifted_labels(batch).reshape(-1)
         # Row chunks keep log-softmax's temporary (and a bf16 model's float32 copy) in cache
@@ -62,14 +77,36 @@ def summed_nll(model, input_ids: torch.Tensor, batch_size: int = 8) -> float:
     return total
 
 
-def evaluate_nll(model, windows: EvalWindows, batch_size: int = 8) -> NllResult:
-    """NLL of `model` on `windows`: nats/token and bits/byte (see module doc)."""
+def evaluate_nll(model, windows: EvalWindows, batch_size: int = 8, dtype: str | None = None,
+                 tolerance: float = TOLERANCE_NATS) -> NllResult:
+    """NLL of `model` on `windows`: nats/token and bits/byte (see module doc).
+
+    `dtype` None/float32: the model's own dtype; bfloat16/float16: checked 16-bit forward passes.
+    """
     was_training = model.training
     model.eval()
+    own = str(next(model.parameters()).dtype).removeprefix("torch.")
+    reduced = dtype if dtype in REDUCED and own == "float32" else None
+    gap = None
     try:
-        total = summed_nll(model, windows.input_ids, batch_size)
+        total = summed_nll(model, windows.input_ids, batch_size, autocast=reduced)
+        if reduced:
+            gap = _check_gap(model, windows.input_ids, batch_size, reduced)
+            if not math.isfinite(total) or gap > tolerance:
+                reduced = None
+                total = summed_nll(model, windows.input_ids, batch_size)
     finally:
         model.train(was_training)
     if not math.isfinite(total):
         raise InputError("the model's loss is not finite (NaN/Inf logits): check its weights and dtype")
-    return NllResult(total, windows.predicted_tokens, windows.predicted_bytes)
+    return NllResult(total, windows.predicted_tokens, windows.predicted_bytes,
+                     dtype=reduced or own, gap_nats=gap)
+
+
+def _check_gap(model, input_ids: torch.Tensor, batch_size: int, dtype: str) -> float:
+    """|NLL in `dtype` − NLL in float32| per predicted token on the first CHECK_WINDOWS windows."""
+    head = input_ids[:CHECK_WINDOWS]
+    tokens = head.shape[0] * (head.shape[1] - 1)  # every position but the last predicts a token
+    low = summed_nll(model, head, batch_size, autocast=dtype)
+    full = summed_nll(model, head, batch_size)
+    return abs(low - full) / tokens if math.isfinite(low) else math.inf

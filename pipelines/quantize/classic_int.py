@@ -19,12 +19,11 @@ from __future__ import annotations
 import torch
 
 from pipelines.quantize.formats import Format
-from pipelines.quantize.threads import one_thread
+from pipelines.quantize.threads import chunk_elements, one_thread
 from store.errors import InputError
 
 COARSE_ALPHAS = torch.linspace(1.0, 0.2, 17)  # step 0.05
 FINE_OFFSETS = torch.linspace(-0.05, 0.05, 21)  # step 0.005 around the coarse winner
-CHUNK_ELEMENTS = 1 << 18
 FP16_TINY, FP16_MAX = 2.0**-24, 65504.0
 OBJECTIVES = ("wmse", "mse", "absmax")
 DEFAULT_OBJECTIVE = "wmse"
@@ -89,7 +88,7 @@ def row_scales(groups: torch.Tensor, precision: int, objective: str | None = Non
         raise InputError(f"int scale objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
     qmax = 2 ** (precision - 1) - 1
     groups = groups.float()
-    step = max(1, CHUNK_ELEMENTS // groups.shape[1])
+    step = max(1, chunk_elements(groups) // groups.shape[1])
     with one_thread():
         return torch.cat([_search_scales(groups[i:i + step], qmax, objective)
                           for i in range(0, groups.shape[0], step)])

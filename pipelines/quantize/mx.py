@@ -19,13 +19,10 @@ from dataclasses import dataclass
 import torch
 
 from pipelines.quantize.formats import Format
-from pipelines.quantize.threads import one_thread
+from pipelines.quantize.threads import chunk_elements, one_thread
 from store.errors import InputError
 
 E8M0_MIN, E8M0_MAX = -127, 127
-# Rows are processed in chunks of about this many elements so that the dozen temporaries of the
-# fp path stay in cache: memory traffic, not arithmetic, bounds this code.
-CHUNK_ELEMENTS = 1 << 18
 
 
 def _floor_log2_biased(x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +121,7 @@ def quantize_mx(weight: torch.Tensor, fmt: Format) -> torch.Tensor:
     n_blocks = -(-n // k)
     out = torch.empty(rows.shape, dtype=weight.dtype, device=weight.device)
     direct = weight.dtype == torch.float32 and n_blocks * k == n  # write straight into `out`
-    chunk_rows = max(1, CHUNK_ELEMENTS // (n_blocks * k))
+    chunk_rows = max(1, chunk_elements(rows) // (n_blocks * k))
     with one_thread():
         _quantize_chunks(rows, out, fmt, k, n, n_blocks, chunk_rows, direct)
     return out.reshape(weight.shape)

@@ -13,6 +13,16 @@ from contextlib import contextmanager
 
 import torch
 
+# Rows are processed in chunks of about this many elements so that the dozen temporaries of the
+# fp path stay in cache: on the CPU memory traffic, not arithmetic, bounds the quantizers.
+CPU_CHUNK_ELEMENTS = 1 << 18
+
+
+def chunk_elements(tensor: torch.Tensor) -> int:
+    """Elements per chunk: cache-sized on the CPU; on a GPU the whole tensor (there every call's
+    launch costs more than its memory traffic)."""
+    return max(tensor.numel(), 1) if tensor.device.type != "cpu" else CPU_CHUNK_ELEMENTS
+
 
 @contextmanager
 def one_thread():

@@ -29,6 +29,8 @@ class SweepConfig:
     dtype: str = "float32"
     landscape_step_db: float = 4.0  # radial profile 0..40 dB at this step; 0 = no profile
     batch_size: int = 8
+    device: str = "cpu"  # where weights, directions, Hessians and evaluation live
+    eval_dtype: str = "float32"  # bfloat16/float16: checked 16-bit NLL evaluations (a GPU's fast path)
 
     def __post_init__(self):
         object.__setattr__(self, "formats", tuple(
@@ -36,6 +38,11 @@ class SweepConfig:
             for g in ([f] if isinstance(f, Format) else parse_formats([f]))))
 
     def result_settings(self) -> dict:
-        """The settings that change measured values (keys of the runs)."""
+        """The settings that change measured values (keys of the runs).
+
+        Not the device nor the evaluation dtype: a 16-bit evaluation is used only where it agrees
+        with float32 within 0.002 nats/token, and each run records how it was evaluated, so runs
+        measured on a GPU and on a CPU resume each other.
+        """
         return {k: v for k, v in asdict(self).items()
-                if k not in ("models", "formats", "methods", "experiment", "batch_size")}
+                if k not in ("models", "formats", "methods", "experiment", "batch_size", "device", "eval_dtype")}

@@ -12,6 +12,7 @@ import platform
 from pathlib import Path
 
 MACHINE_TAG = "ptq.machine"
+EVAL_DTYPE_TAG = "ptq.eval_dtype"  # asked for; a run's eval_bits metric says what it got
 
 
 def cpu_name() -> str:
@@ -33,3 +34,8 @@ def describe(device: str = "cpu") -> str:
     if str(device).startswith("cuda"):
         line += f", {torch.cuda.get_device_name(torch.device(device))}"
     return line
+
+
+def run_tags(device: str, eval_dtype: str) -> dict:
+    """The tags every measuring run carries: the machine (with its GPU) and the evaluation dtype asked for."""
+    return {MACHINE_TAG: describe(device), EVAL_DTYPE_TAG: eval_dtype}

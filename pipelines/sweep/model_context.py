@@ -26,6 +26,12 @@ def _numeric(record: dict, names: list[str]) -> dict:
     return {n: float(record[n]) for n in names if n in record and record[n] is not None}
 
 
+def _evaluation(record: dict, method: str) -> dict:
+    """`eval_bits` (32, or 16 for a checked 16-bit evaluation) and its `eval_gap_nats`, as run metrics."""
+    names = {f"eval_bits_{method}": "eval_bits", f"eval_gap_{method}_nats": "eval_gap_nats"}
+    return {short: float(record[long]) for long, short in names.items() if long in record}
+
+
 @dataclass
 class Variant:
     """One (format, method) of a model: its run name, key and params."""
@@ -45,7 +51,7 @@ class ModelContext:
         self.config, self.entry = config, entry
         self.corpus = load_corpus(config.dataset)
         self.model, self.tokenizer, self.source = load_model(entry.spec, dtype=config.dtype,
-                                                             gguf_file=entry.gguf_file)
+                                                             gguf_file=entry.gguf_file, device=config.device)
         refuse_broken_tokenizer(self.model, self.tokenizer, self.source, self.corpus.validation)
         self.seq_len = sequence_length(self.model, config.seq_len)
         self.name = entry.name or short_name(self.source.gguf_file or entry.spec)
@@ -53,7 +59,7 @@ class ModelContext:
                                       "settings": config.result_settings(), "code": core_code_version()})
         self.settings = FeatureSettings(slope_seeds=tuple(config.seed + i for i in range(3)),
                                         hessians=config.hessians, damp=config.damp,
-                                        batch_size=config.batch_size)
+                                        batch_size=config.batch_size, eval_dtype=config.eval_dtype)
         self.windows, self.slope_windows = evaluation_and_subset_windows(
             self.tokenizer, self.corpus.validation, self.seq_len, config.max_windows, config.slope_windows)
         self.targets = find_weights(self.model)
@@ -103,11 +109,11 @@ class ModelContext:
             m = _numeric(r, ["nll_rtn", "bpb_rtn", "sqnr_rtn_db", "slope_rtn", "bytes",
                              "bits_per_weight", "quantized_params", "seconds_rtn", "seconds_slope"])
             m.update(nll=r["nll_rtn"], delta_nll=r["nll_rtn"] - fp.nll, sqnr_db=r["sqnr_rtn_db"],
-                     bpb=r["bpb_rtn"])
+                     bpb=r["bpb_rtn"], **_evaluation(r, "rtn"))
             return m, {"layers_sqnr.json": r["layers"]}
         r = measure_gptq(self.model, fmt, self.windows, self.calibration(), settings=self.settings,
                          targets=self.targets)
         m = _numeric(r, ["nll_gptq", "bpb_gptq", "sqnr_gptq_db", "seconds_gptq", "damp_median"])
         m.update(nll=r["nll_gptq"], delta_nll=r["nll_gptq"] - fp.nll, sqnr_db=r["sqnr_gptq_db"],
-                 bpb=r["bpb_gptq"], bytes=r["bytes"], bits_per_weight=fmt.bits_per_weight)
+                 bpb=r["bpb_gptq"], bytes=r["bytes"], bits_per_weight=fmt.bits_per_weight, **_evaluation(r, "gptq"))
         return m, {"layers_sqnr.json": r["gptq_layers"]}

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from types import SimpleNamespace
 
 from pipelines.sweep.executors import SweepUnit
-from pipelines.sweep.machine import MACHINE_TAG, describe
+from pipelines.sweep.machine import run_tags
 from pipelines.sweep.model_context import ModelContext
 from pipelines.sweep.plots import log_variant_plots
 from pipelines.sweep.run_tree import finished_variants, open_model_run
@@ -87,7 +87,7 @@ def measure_variant(unit: SweepUnit, parent_id: str, index: int) -> tuple[str, d
 
     def attempt():
         return claimed_run(client, mlflow, unit.experiment_id, parent_id, v.name, v.key, v.params,
-                      lambda: ctx.measure(v), say, tags={MACHINE_TAG: describe()})
+                      lambda: ctx.measure(v), say, tags=run_tags(ctx.config.device, ctx.config.eval_dtype))
 
     result = attempt()
     if isinstance(result, Waiting):

@@ -18,12 +18,13 @@ import os
 import time
 from pathlib import Path
 
+from pipelines.measure.features import evaluation_record
 from pipelines.measure.nll import evaluate_nll
 from pipelines.quantize.rtn import count_params
 from pipelines.sources.architecture import architecture, non_embedding_params
 from pipelines.sources.model_set import ModelEntry
 from pipelines.sweep.config import SweepConfig
-from pipelines.sweep.machine import MACHINE_TAG, describe
+from pipelines.sweep.machine import run_tags
 from pipelines.sweep.measuring_code import core_code_version
 from pipelines.sweep.model_context import ModelContext
 from pipelines.sweep.plots import log_landscape, log_variant_plots
@@ -93,7 +94,7 @@ def open_model_run(mlflow, client, experiment_id, ctx: ModelContext, say, root_r
         def attempt():
             return claimed_run(client, mlflow, experiment_id, parent_id, name, key, {},
                           lambda: _measure_setup(mlflow, client, parent_id, ctx, say), say, kind="setup",
-                               tags={MACHINE_TAG: describe()})
+                               tags=run_tags(ctx.config.device, ctx.config.eval_dtype))
 
         def claim():  # measured here, or by another sweep that holds the claim
             setup = attempt()
@@ -131,9 +132,10 @@ def _measure_setup(mlflow, client, parent_id: str, ctx: ModelContext, say):
     if "nll_fp" not in client.get_run(parent_id).data.metrics:
         say(f"{ctx.name}: fp loss")
         start = time.perf_counter()
-        fp = evaluate_nll(ctx.model, ctx.windows, config.batch_size)
+        fp = evaluate_nll(ctx.model, ctx.windows, config.batch_size, config.eval_dtype)
         seconds["seconds_fp"] = time.perf_counter() - start
         mlflow.log_metrics({"nll_fp": fp.nll, "bpb_fp": fp.bits_per_byte, "nll_fp_total_nats": fp.total_nats,
+                            **evaluation_record(fp, "fp"),
                             "quantized_params": sum(t.param.numel() for t in ctx.targets),
                             "total_params": count_params(ctx.model),
                             "non_embedding_params": non_embedding_params(ctx.model),
@@ -173,7 +175,7 @@ def sweep_model(mlflow, client, experiment_id, config: SweepConfig, entry: Model
         for v in ctx.variants():
             def attempt(v=v):
                 return claimed_run(client, mlflow, experiment_id, parent_id, v.name, v.key, v.params,
-                              lambda: ctx.measure(v), say, tags={MACHINE_TAG: describe()})
+                              lambda: ctx.measure(v), say, tags=run_tags(ctx.config.device, ctx.config.eval_dtype))
 
             results[v.name] = attempt()
             if isinstance(results[v.name], Waiting):

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipelines.measure.device import resolve_device
 from pipelines.measure.nll import evaluate_nll
 from pipelines.sources.corpus import load_corpus
 from pipelines.sources.tiny_model import train_tokenizer
@@ -60,14 +61,6 @@ def family(preset: str) -> str:
 
 def checkpoint_name(preset: str, size: str, tokens: int) -> str:
     return f"{family(preset)}-{size}-{tokens_label(tokens)}"
-
-
-def _device(choice: str) -> str:
-    import torch
-
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return choice
 
 
 def _training_code() -> str:
@@ -211,7 +204,7 @@ def run_zoo(config: ZooConfig, tracking_uri: str | None = None, say=print) -> di
     tokenizer = _tokenizer(config, corpus)
     stream = _stream(config, tokenizer, corpus)
     evaluate, windows = _validation(tokenizer, corpus, spec)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     logger = ZooLogger(config, corpus, say)
     say(f"zoo {spec.name}: {len(spec.sizes)} sizes × {len(spec.checkpoint_steps())} checkpoints up to "
         f"{tokens_label(spec.max_tokens)} tokens; {stream.size:,} training tokens, "
