@@ -220,3 +220,18 @@ def test_one_model_one_name():
     assert _canonical(catalog, "SmolLM2-135M-Instruct") == "smollm2-135m-instruct"
     assert _canonical(catalog, "HuggingFaceTB/SmolLM2-135M-Instruct") == "smollm2-135m-instruct"
     assert _canonical(catalog, "llama-64") == "llama-64"  # a swept model outside the catalog keeps its name
+
+
+def test_the_champion_is_chosen_on_the_3_and_4_bit_rows(tracking_uri, small_file):
+    """Promotion compares held-out error where budgets are decided, not over every bit width."""
+    import mlflow
+
+    for kind in ("ridge", "forest"):
+        fitted = CliRunner().invoke(cli, ["prior", "fit", "--kind", kind, "--published", str(small_file)])
+        assert fitted.exit_code == 0, fitted.output
+    assert "mean_abs_log_error_3_4_bits" in fitted.output
+    client = mlflow.MlflowClient()
+    scores = {v: client.get_run(client.get_model_version("ptq-prior", v).run_id).data.metrics
+              for v in ("1", "2")}
+    best = min(scores, key=lambda v: scores[v]["mean_abs_log_error_3_4_bits"])
+    assert str(client.get_model_version_by_alias("ptq-prior", "champion").version) == best

@@ -4,8 +4,9 @@ Like the loss predictor (registry/predictor/registered.py): the fit is a run in 
 (recipe, data versions, held-out metrics, the predicted-vs-observed plot, the published data as a
 logged dataset input with its version as digest); its pyfunc model (`prior_model.py`, from code)
 becomes a version whose artifact `prior.json` is all the advisor reads. `champion` moves only
-when the new version's leave-one-family-out mean |ln(pred/obs)| beats the champion's on the same
-rows (its recipe re-evaluated when the rows differ); otherwise the new version is `challenger`.
+when the new version's leave-one-family-out mean |ln(pred/obs)| on the 3- and 4-bit rows beats the
+champion's on the same rows (its recipe re-evaluated when the rows differ or its run predates the
+score); otherwise the new version is `challenger`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from store.short_runs import owner_tags
 CHAMPION, CHALLENGER = "champion", "challenger"
 PIP_REQUIREMENTS = ["mlflow==3.17.2", "numpy==2.4.6", "pandas==3.1.1"]
 _CODE = str(Path(__file__).with_name("prior_model.py"))
-SCORE = "mean_abs_log_error"  # held out by family; the promotion metric
+SCORE = "mean_abs_log_error_3_4_bits"  # held out by family, on evaluation.JUDGED_BITS; the promotion metric
 TRAINING_COLUMNS = ("model", "family", "format", "method", "origin", "cite", "corpus", "delta_nll",
                     "non_embedding_params", "train_tokens", "sqnr_db", "precision")
 
@@ -159,7 +160,7 @@ def register_fit(fit: PriorFit, published_path: str | None = None, client=None, 
     client.update_registered_model(PRIOR, description=(
         "The prior: ΔNLL (nats/token) of any (model facts, format, method) with a multiplicative conformal "
         "interval, fitted on published results and measured runs. Alias champion: the lowest mean |ln(pred/obs)| "
-        "with each model family held out; challenger: the newest fit that did not beat it."))
+        "over the 3- and 4-bit rows with each model family held out; challenger: the newest fit that did not beat it."))
     client.update_model_version(PRIOR, version.version, description=description or (
         f"{fit.recipe['kind']}: held-out median fold error {summary['median_fold_error']:.2f}× over "
         f"{len(fit.frame)} rows"))
@@ -177,9 +178,9 @@ def _promote(client, version, fit: PriorFit) -> str:
     except MlflowException:  # no champion yet: the first fit is it
         client.set_registered_model_alias(PRIOR, CHAMPION, version.version)
         return f"champion: first version ({SCORE} {new:.4f})"
-    if champion.tags.get("evaluation_key") == fit.params["evaluation_key"]:
-        run = client.get_run(champion.run_id)
-        old, how = run.data.metrics.get(SCORE, float(champion.tags.get(SCORE, "inf"))), "recorded"
+    recorded = client.get_run(champion.run_id).data.metrics.get(SCORE)
+    if champion.tags.get("evaluation_key") == fit.params["evaluation_key"] and recorded is not None:
+        old, how = recorded, "recorded"
     else:
         from registry.prior.evaluation import evaluate
 
