@@ -17,7 +17,7 @@ from advisor.cli import cli
 from advisor.prior_command import describe, sqnr_table
 from registry.catalog.entries import load_seed
 from registry.prior.evaluation import evaluate, rtn_above_gptq
-from registry.prior.features import FRAME_COLUMNS, interval_groups, sqnr_lookup
+from registry.prior.features import FRAME_COLUMNS, INTERVAL_BANDS, LEGACY_BANDS, interval_groups, sqnr_lookup
 from registry.prior.model import RECIPES, fit_model, predict_log
 from registry.prior.published import DEFAULT_FILE, PublishedDataError, load_published
 from registry.prior.spec import LoadedPrior
@@ -122,8 +122,10 @@ def test_fit_and_family_held_out_evaluation_on_a_fixture():
     json.dumps(model)  # parameters are plain JSON
     assert np.allclose(predict_log(model, frame), predict_log(json.loads(json.dumps(model)), frame))
     prior = LoadedPrior("ptq-prior", "t", {"model": model, "halfwidth_log": ev["halfwidth_log"],
-                                           "halfwidth_log_unknown_d": ev["halfwidth_log_unknown_d"]})
+                                           "halfwidth_log_unknown_d": ev["halfwidth_log_unknown_d"],
+                                           "interval_bands": INTERVAL_BANDS})
     answer = prior.predict(frame[list(FRAME_COLUMNS)])
+    assert np.all(np.isfinite(answer["upper"]))
     ratio = (answer["upper"] / answer["delta_nll"]).to_numpy()
     for group in set(interval_groups(frame)):  # unknown D: never a narrower interval than known D
         rows = interval_groups(frame) == group
@@ -235,3 +237,17 @@ def test_the_champion_is_chosen_on_the_3_and_4_bit_rows(tracking_uri, small_file
               for v in ("1", "2")}
     best = min(scores, key=lambda v: scores[v]["mean_abs_log_error_3_4_bits"])
     assert str(client.get_model_version_by_alias("ptq-prior", "champion").version) == best
+
+
+def test_interval_groups_keep_3_bit_apart_and_older_versions_keep_their_bands():
+    """3-bit RTN collapses for some families and 2-bit for all: pooled, the 3-bit rows got a width
+    too narrow for them. A version fitted before the bands were recorded still answers with its own."""
+    frame = pd.DataFrame({"precision": [2, 3, 4, 8, 3], "method": ["rtn", "rtn", "rtn", "rtn", "gptq"]})
+    assert list(interval_groups(frame)) == ["rtn/p<=2", "rtn/p=3", "rtn/p>=4", "rtn/p>=4", "gptq/p=3"]
+    assert list(interval_groups(frame, LEGACY_BANDS)) == ["rtn/p<=3", "rtn/p<=3", "rtn/p>=4", "rtn/p>=4", "gptq/p<=3"]
+    rows = _fixture_frame()
+    model = fit_model(RECIPES["ridge"], rows, rows["delta_nll"].to_numpy())
+    legacy = {g: 0.5 for g in set(interval_groups(rows, LEGACY_BANDS))}
+    old = LoadedPrior("ptq-prior", "1", {"model": model, "halfwidth_log": legacy, "halfwidth_log_unknown_d": legacy})
+    answer = old.predict(rows[list(FRAME_COLUMNS)])
+    assert np.allclose(answer["upper"] / answer["delta_nll"], np.exp(0.5))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from registry.prior.features import FRAME_COLUMNS
+from registry.prior.features import FRAME_COLUMNS, INTERVAL_BANDS
 from registry.prior.spec import PRIOR, SCHEMA, LoadedPrior
 from registry.versions import (
     VersionNotFoundError,
@@ -86,7 +86,7 @@ def build_fit(recipe: dict, frame, extras: dict, alpha: float = 0.1) -> PriorFit
     key = evaluation_key(frame, delta)
     params = {"schema": SCHEMA, "recipe": recipe, "model": fit_model(recipe, frame, delta), "alpha": alpha,
               "halfwidth_log": ev["halfwidth_log"], "halfwidth_log_unknown_d": ev["halfwidth_log_unknown_d"],
-              "summary": ev["summary"], "rtn_vs_gptq": pairs, "evaluation_key": key, **extras,
+              "interval_bands": INTERVAL_BANDS, "summary": ev["summary"], "rtn_vs_gptq": pairs, "evaluation_key": key, **extras,
               "training_rows": frame[list(TRAINING_COLUMNS)].to_dict(orient="records")}
     rows = []
     for i, r in enumerate(frame.itertuples(index=False)):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from registry.prior.features import REFERENCE_CORPUS, interval_groups, sqnr_lookup
+from registry.prior.features import LEGACY_BANDS, REFERENCE_CORPUS, interval_groups, sqnr_lookup
 from registry.prior.model import predict_log
 
 SCHEMA = "ptq-advisor/prior/v1"
@@ -52,7 +52,7 @@ class LoadedPrior:
         point = np.exp(predict_log(self.params["model"], frame))
         tokens = frame["train_tokens"].to_numpy(float)
         unknown = ~(np.isfinite(tokens) & (tokens > 0))
-        groups = interval_groups(frame)
+        groups = interval_groups(frame, self.params.get("interval_bands", LEGACY_BANDS))
         known_w, unknown_w = self.params["halfwidth_log"], self.params["halfwidth_log_unknown_d"]
         width = np.array([(unknown_w if u else known_w).get(g) for g, u in zip(groups, unknown)], dtype=float)
         width = np.where(np.isnan(width), np.inf, width)  # a group the prior never saw: no finite interval
