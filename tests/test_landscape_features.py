@@ -78,3 +78,15 @@ def test_feature_record_has_the_predictors_inputs_and_gptq_target(setup, docs_te
     assert record["nll_rtn"] > record["nll_fp"]
     assert record["sqnr_gptq_db"] < record["sqnr_rtn_db"]  # GPTQ trades SQNR for output error
     assert all(torch.equal(t.param.data, b) for t, b in zip(targets, before))
+
+
+def test_a_seeded_direction_is_drawn_again_on_each_pass_not_stored(setup):
+    """The direction holds no weights-sized tensor: each pass redraws the seed's normalised draw."""
+    _, _, _, targets = setup
+    direction = random_direction(targets, 3)
+    gen = torch.Generator().manual_seed(3)
+    draws = [torch.randn(t.param.shape, generator=gen) for t in targets]
+    norm = math.sqrt(sum(float(p.double().square().sum()) for p in draws))
+    assert all(torch.equal(a, d / norm) for a, d in zip(direction, draws))
+    assert all(torch.equal(a, b) for a, b in zip(direction, direction))  # a second pass, same numbers
+    assert not [v for v in vars(direction).values() if isinstance(v, torch.Tensor)]

@@ -15,6 +15,7 @@ evaluation subset, far cheaper than GPTQ (Xu et al. App. E).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -31,16 +32,42 @@ def weight_norm(targets: list[WeightTarget]) -> float:
     return math.sqrt(sum(float(t.param.data.double().square().sum()) for t in targets))
 
 
-def random_direction(targets: list[WeightTarget], seed: int) -> list[torch.Tensor]:
-    """A seeded unit direction (over all targets together), one float32 tensor per target.
+class SeededDirection:
+    """A seeded unit direction over all targets together, drawn part by part whenever it is iterated.
 
-    Drawn on the CPU whatever the weights' device, so a seed is the same direction on every
-    machine, then moved to each weight's device.
+    Never held whole: its memory is one weight's, not the model's (a 1.5 B-parameter model's
+    float32 direction alone is 6 GB, which with the model and its backup overflowed a 24 GB
+    machine). Every pass redraws the same numbers from the seed on a CPU generator, so a seed is
+    the same direction on every machine, and divides them by the norm measured once; each part
+    is then moved to its weight's device. Iterating gives the float32 parts in target order.
     """
-    gen = torch.Generator().manual_seed(seed)
-    parts = [torch.randn(t.param.shape, generator=gen) for t in targets]
-    norm = math.sqrt(sum(float(p.double().square().sum()) for p in parts))
-    return [(p / norm).to(t.param.device) for p, t in zip(parts, targets)]
+
+    def __init__(self, targets: list[WeightTarget], seed: int):
+        self.targets, self.seed = targets, seed
+        self.norm = math.sqrt(sum(float(p.double().square().sum()) for p in self._draws()))
+
+    def _draws(self):
+        gen = torch.Generator().manual_seed(self.seed)
+        for t in self.targets:
+            yield torch.randn(t.param.shape, generator=gen)
+
+    def __iter__(self):
+        for part, t in zip(self._draws(), self.targets):
+            yield (part / self.norm).to(t.param.device)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        for i, part in enumerate(self):
+            if i == index:
+                return part
+        raise IndexError(index)
+
+
+def random_direction(targets: list[WeightTarget], seed: int) -> SeededDirection:
+    """A seeded unit direction (over all targets together), one float32 tensor per target, drawn lazily."""
+    return SeededDirection(targets, seed)
 
 
 def difference_direction(targets: list[WeightTarget], moved: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -69,7 +96,7 @@ class Landscape:
         self.norm = weight_norm(targets)
 
     @torch.no_grad()
-    def nll_at(self, direction: list[torch.Tensor], snr_db: float) -> float:
+    def nll_at(self, direction: Iterable[torch.Tensor], snr_db: float) -> float:
         """NLL at w + λ·ê with λ = ‖w‖·10^(−snr/20)."""
         if math.isinf(snr_db):
             return evaluate_nll(self.model, self.windows, self.batch_size).nll
@@ -82,7 +109,7 @@ class Landscape:
         finally:
             backup.restore()
 
-    def profile(self, directions: dict[str, list[torch.Tensor]],
+    def profile(self, directions: dict[str, Iterable[torch.Tensor]],
                 snr_grid_db=DEFAULT_SNR_GRID_DB) -> list[ProfilePoint]:
         """The radial profile along each named direction over the SNR grid."""
         return [ProfilePoint(name, float(s), self.nll_at(d, s))
