@@ -173,7 +173,8 @@ def prior():
 @click.option("--published", "published_path", type=click.Path(dir_okay=False), default=str(PUBLISHED_FILE),
               show_default="the embedded file", help="Published results (YAML, registry/data schema).")
 @click.option("--experiment", "experiments", multiple=True, default=MEASURED_EXPERIMENTS, show_default=True,
-              help="Experiments whose measured runs join the published rows (repeatable; missing ones are skipped).")
+              help="Experiments whose measured runs join the published rows (repeatable; missing ones are skipped; "
+                   "a variant measured in several counts once, from the first listed).")
 @tracking_uri_option
 @friendly_errors
 def fit(kind, published_path, experiments, tracking_uri):

@@ -251,3 +251,34 @@ def test_interval_groups_keep_3_bit_apart_and_older_versions_keep_their_bands():
     old = LoadedPrior("ptq-prior", "1", {"model": model, "halfwidth_log": legacy, "halfwidth_log_unknown_d": legacy})
     answer = old.predict(rows[list(FRAME_COLUMNS)])
     assert np.allclose(answer["upper"] / answer["delta_nll"], np.exp(0.5))
+
+
+def test_a_variant_measured_twice_counts_once_from_the_current_protocol(tracking_uri):
+    """An fp-Hessian sweep's RTN run and the re-measurement that replaced it must not both train the
+    prior: the first experiment listed wins, then the newest run."""
+    import mlflow
+
+    from registry.prior.rows import measured_rows
+
+    client = mlflow.MlflowClient()
+    values = {"old-sweep": 1.9, "ptq-sweep": 1.0}
+    for experiment, delta in values.items():
+        eid = client.create_experiment(experiment)
+        parent = client.create_run(eid, tags={"ptq.kind": "model", "mlflow.runName": "tiny-a"})
+        for k, v in {"family": "tiny", "dataset": "wikitext2", "setting.hessians": "sequential"}.items():
+            client.log_param(parent.info.run_id, k, v)
+        client.log_metric(parent.info.run_id, "non_embedding_params", 1e6)
+        client.set_terminated(parent.info.run_id)
+        child = client.create_run(eid, tags={"ptq.kind": "variant", "mlflow.parentRunId": parent.info.run_id})
+        for k, v in {"format": "int4_chan", "family": "int", "precision": 4, "exp_bits": 0, "man_bits": 3,
+                     "block_size": "None", "granularity": "channel", "method": "rtn"}.items():
+            client.log_param(child.info.run_id, k, v)
+        client.log_metric(child.info.run_id, "delta_nll", delta)
+        client.set_terminated(child.info.run_id)
+    table = [{"name": "int4_chan", "family": "int", "precision": 4, "exp_bits": 0, "man_bits": 3,
+              "granularity": "channel", "block_size": None, "sqnr_db": 18.0}]
+    rows, skipped, _ = measured_rows(client, ("ptq-sweep", "old-sweep"), lambda name: None, table)
+    assert [r["delta_nll"] for r in rows] == [1.0]
+    assert skipped["superseded by a newer measurement of the same variant"] == 1
+    rows, _, _ = measured_rows(client, ("old-sweep", "ptq-sweep"), lambda name: None, table)
+    assert [r["delta_nll"] for r in rows] == [1.9]

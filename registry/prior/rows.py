@@ -24,7 +24,10 @@ PRIOR_METHODS = ("rtn", "gptq")
 # the real models' sweeps; the micro-suite (ptq-zoo: 0.06-4 M parameters trained on ≤ 3.3 M tokens) is
 # left out by default: held out, its family is mispredicted ~18× (mean |ln error| 2.9), and its
 # residuals would widen every interval (docs/prior.md); `advisor prior fit --experiment ptq-zoo` adds it
-MEASURED_EXPERIMENTS = ("ptq-sweep", "ptq-sweep-fp-hessians", "ptq-hessians")
+# In precedence order: a variant (model, format, method, corpus) measured in several of them counts
+# once, from the first — the current protocol (ptq-sweep: sequential GPTQ, calibrated int scales)
+# before the earlier sequential-Hessian study and the fp-Hessian sweep whose int scales it replaced.
+MEASURED_EXPERIMENTS = ("ptq-sweep", "ptq-hessians", "ptq-sweep-fp-hessians")
 COLUMNS = ("model", "family", "format", "method", "origin", "cite", "link", "corpus", "precision",
            "format_family", "granularity", "block_size", "bits_per_weight", "non_embedding_params",
            "train_tokens", "architecture", "sqnr_db", "delta_nll")
@@ -102,7 +105,12 @@ def measured_rows(client, experiments, match, sqnr_table) -> tuple[list[dict], C
     if parents.empty or variants.empty:
         return [], Counter(), []
     parents = parents.set_index("run_id")
-    rows, skipped, versions = [], Counter(), set()
+    # earlier experiments in `experiments` first, then newest first: the first measurement of a
+    # variant is the one kept, a re-measurement supersedes the one it re-measured
+    precedence = variants["experiment_id"].map({e: i for i, e in enumerate(ids)})
+    variants = variants.assign(_precedence=precedence).sort_values(["_precedence", "start_time"],
+                                                                     ascending=[True, False], kind="stable")
+    rows, skipped, versions, seen = [], Counter(), set(), set()
     for _, v in variants.iterrows():
         parent_id = v.get("tags.mlflow.parentRunId")
         if parent_id not in parents.index:
@@ -120,6 +128,11 @@ def measured_rows(client, experiments, match, sqnr_table) -> tuple[list[dict], C
             continue
         name = p.get("tags.mlflow.runName")
         found = match(name)
+        variant = (found[0] if found else name, v["params.format"], method, p.get("params.dataset"))
+        if variant in seen:
+            skipped["superseded by a newer measurement of the same variant"] += 1
+            continue
+        seen.add(variant)
         tokens = p.get("metrics.train_tokens")
         facts = found[1] if found else {
             "family": p.get("params.family") or "unknown", "non_embedding_params": float(n),
