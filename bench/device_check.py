@@ -6,6 +6,20 @@ network, only torch and transformers, so it runs on the device machine's own ima
   python bench/device_check.py --out bench/.work/device-check.json            # on the GPU machine
   python bench/device_check.py --report bench/.work/device-check.json --write bench/RESULTS.md
 
+Prepared here, once: `python bench/device_check.py --devices cpu --random-llama 128x2 --windows 2
+--calibration 2` builds the demo's tiny model under bench/.work/device (delete the random-llama
+folder it leaves), and the device image's transformers 5.x is replaced by this project's pins,
+downloaded as wheels into an ignored `.whl/` (`echo /.whl/ >> .git/info/exclude; python3 -m pip
+download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform
+manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl
+transformers==4.57.6 tokenizers==0.22.2 huggingface_hub==0.36.2`, 16 MB). Then one device call,
+carry [".whl", "bench/.work/device"], timeout_s 540:
+
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+  && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 && python3 bench/device_check.py --out $OUT/device-check.json
+
+It imports no MLflow, optimum, gguf, xgboost or Ray (checked by running it with them hidden).
+
 Per device (cpu, and cuda when present), on the demo's tiny model (built here if missing) and on a
 randomly initialised mid-size Llama (its NLL means nothing; its timings are what a model with
 realistic layer widths costs): the fp NLL in float32 and, on CUDA, the checked bfloat16 evaluation;
