@@ -88,25 +88,21 @@ def evaluate_nll(model, windows: EvalWindows, batch_size: int = 8, dtype: str | 
     own = str(next(model.parameters()).dtype).removeprefix("torch.")
     reduced = dtype if dtype in REDUCED and own == "float32" else None
     gap = None
+    ids = windows.input_ids
     try:
-        total = summed_nll(model, windows.input_ids, batch_size, autocast=reduced)
-        if reduced:
-            gap = _check_gap(model, windows.input_ids, batch_size, reduced)
-            if not math.isfinite(total) or gap > tolerance:
+        if reduced:  # the check windows' 16-bit pass is part of the total, not run twice
+            head, tail = ids[:CHECK_WINDOWS], ids[CHECK_WINDOWS:]
+            low = summed_nll(model, head, batch_size, autocast=reduced)
+            tokens = head.shape[0] * (head.shape[1] - 1)  # every position but the last predicts one
+            gap = abs(low - summed_nll(model, head, batch_size)) / tokens if math.isfinite(low) else math.inf
+            total = low + summed_nll(model, tail, batch_size, autocast=reduced) if gap <= tolerance else math.nan
+            if not math.isfinite(total):
                 reduced = None
-                total = summed_nll(model, windows.input_ids, batch_size)
+        if not reduced:
+            total = summed_nll(model, ids, batch_size)
     finally:
         model.train(was_training)
     if not math.isfinite(total):
         raise InputError("the model's loss is not finite (NaN/Inf logits): check its weights and dtype")
     return NllResult(total, windows.predicted_tokens, windows.predicted_bytes,
                      dtype=reduced or own, gap_nats=gap)
-
-
-def _check_gap(model, input_ids: torch.Tensor, batch_size: int, dtype: str) -> float:
-    """|NLL in `dtype` − NLL in float32| per predicted token on the first CHECK_WINDOWS windows."""
-    head = input_ids[:CHECK_WINDOWS]
-    tokens = head.shape[0] * (head.shape[1] - 1)  # every position but the last predicts a token
-    low = summed_nll(model, head, batch_size, autocast=dtype)
-    full = summed_nll(model, head, batch_size)
-    return abs(low - full) / tokens if math.isfinite(low) else math.inf
