@@ -30,8 +30,12 @@ REFERENCE_CORPUS = "wikitext2"
 # the linear prior's columns; the forest reads the same facts without hand-made interactions
 LINEAR_FEATURES = ("noise", "noise_sq", "log_p", "gptq", "gptq_noise", "gptq_log_p", "log_n", "log_d", "d_missing",
                    "mx", "fp_element", "channel", "tensor", "gptq_channel", "corpus_c4", "corpus_ptb", "corpus_other")
-TREE_FEATURES = ("noise", "log_p", "gptq", "log_n", "log_d", "d_missing", "mx", "fp_element", "channel", "tensor",
-                 "corpus_c4", "corpus_ptb", "corpus_other")
+# the forest also reads tokens per parameter, ln(D/N): the QiD law's claim (Ouyang et al. 2024) is that
+# how far a model was trained past its size sets its quantization loss; a ridge already sums ln D and
+# ln N freely, but a tree split on either alone cannot express their ratio (held out by family,
+# 3-4-bit mean |ln error| 0.863 -> 0.849 over four forest seeds, docs/prior.md)
+TREE_FEATURES = ("noise", "log_p", "gptq", "log_n", "log_d", "log_tpp", "d_missing", "mx", "fp_element", "channel",
+                 "tensor", "corpus_c4", "corpus_ptb", "corpus_other")
 # what a row of the prior's input frame holds (one per model × format × method)
 FRAME_COLUMNS = ("non_embedding_params", "train_tokens", "method", "sqnr_db", "precision", "format_family",
                  "granularity", "corpus")
@@ -81,10 +85,11 @@ def design(frame, fill: float, names=LINEAR_FEATURES) -> np.ndarray:
     corpus = frame["corpus"].fillna(REFERENCE_CORPUS).astype(str)
     channel = (granularity == "channel").to_numpy(float)
     log_p = np.log(frame["precision"].to_numpy(float))
+    log_n = np.log(frame["non_embedding_params"].to_numpy(float) / 1e9)
     columns = {
         "noise": noise, "noise_sq": noise ** 2, "log_p": log_p, "gptq": gptq, "gptq_noise": gptq * noise,
         "gptq_log_p": gptq * log_p,
-        "log_n": np.log(frame["non_embedding_params"].to_numpy(float) / 1e9), "log_d": log_d,
+        "log_n": log_n, "log_d": log_d, "log_tpp": log_d - log_n + math.log(1e12 / 1e9),
         "d_missing": unknown.astype(float), "mx": family.str.startswith("mx").to_numpy(float),
         "fp_element": (family == "mxfp").to_numpy(float), "channel": channel,
         "tensor": (granularity == "tensor").to_numpy(float), "gptq_channel": gptq * channel,
