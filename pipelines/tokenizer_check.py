@@ -10,10 +10,9 @@ model's own and is not second-guessed (a tiny model's small vocabulary may well 
 
 from __future__ import annotations
 
-from pipelines.sources.offline_models import chars_per_token
+from pipelines.sources.offline_models import MIN_CHARS_PER_TOKEN, chars_per_token
 from store.errors import InputError
 
-MIN_CHARS_PER_TOKEN = 2.8
 SAMPLE_CHARS = 20_000
 # GGUF architectures whose tokenizer transformers is known to build wrongly, and the fix
 KNOWN_BAD = {

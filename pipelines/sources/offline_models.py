@@ -186,6 +186,11 @@ def fetch_model(name: str, cache_dir: str | Path | None = None, say=lambda messa
 
 # ---------------------------------------------------------------- tokenizer sanity
 
+# under this many characters/token on prose a tokenizer is taken to be built wrongly (sound ones give
+# ~3.5-4.5; Gemma-3's misread GGUF tokenizer gives 1.0); pipelines/tokenizer_check.py reads it too
+MIN_CHARS_PER_TOKEN = 2.8
+
+
 def chars_per_token(tokenizer, text: str) -> float:
     """Characters of `text` per token (no special tokens): ~4 for a sound tokenizer on English prose."""
     if not text:
@@ -194,7 +199,7 @@ def chars_per_token(tokenizer, text: str) -> float:
     return len(text) / max(1, len(ids))
 
 
-def check_tokenizer(tokenizer, text: str, min_chars_per_token: float = 2.8) -> float:
+def check_tokenizer(tokenizer, text: str, min_chars_per_token: float = MIN_CHARS_PER_TOKEN) -> float:
     """Characters per token on `text`, or a ValueError when under `min_chars_per_token`."""
     value = chars_per_token(tokenizer, text)
     if value < min_chars_per_token:
