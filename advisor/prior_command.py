@@ -200,6 +200,24 @@ def _cell(value, pattern="{:.2f}") -> str:
     return "-" if value is None else pattern.format(value)
 
 
+def _echo_family_bias(biases, bits) -> None:
+    """Per family, held out: predicted / observed (median) per (bits, method) — where the prior errs."""
+    columns = [(b, m) for b in bits for m in ("rtn", "gptq")]
+    cells = {(r["family"], r["bits"], r["method"]): r for r in biases}
+    families = sorted({r["family"] for r in biases})
+    if not families:
+        return
+    click.echo("held out, predicted / observed per family (median; > 1 over-predicts):")
+    click.echo(f"{'family':<16}" + "".join(f"{f'{b}-bit {m}':>13}" for b, m in columns))
+    for family in families:
+        line = ""
+        for b, m in columns:
+            c = cells.get((family, b, m))
+            text = f"{c['bias']:.2f}× ({c['n']})" if c else "-"
+            line += f"{text:>13}"
+        click.echo(f"{family:<16}{line}")
+
+
 @prior.command("evaluate")
 @click.option("--version", "ref", default="champion", show_default=True, help="Prior alias or version.")
 @tracking_uri_option
@@ -209,15 +227,17 @@ def evaluate(ref, tracking_uri, as_json):
     """Every row of the prior's data predicted with its model family held out, against the
     published or measured ΔNLL; metrics per (bits, method) for the prior and both QiD baselines.
     """
+    from registry.prior.evaluation import JUDGED_BITS, family_bias
     from registry.prior.registered import load_evaluation, load_prior
 
     client = open_store(tracking_uri)
     loaded = load_prior(ref, client)
     document = load_evaluation(loaded, client)
+    biases = family_bias(document["rows"])  # from the rows, so versions logged before it show it too
     if as_json:
         click.echo(json.dumps({"prior": loaded.cite, "recipe": document["recipe"],
                                "data_versions": loaded.params["data_versions"], "rows": document["rows"],
-                               "metrics": document["metrics"]}, indent=1))
+                               "metrics": {**document["metrics"], "by_family": biases}}, indent=1))
         return
     m = document["metrics"]
     s = m["summary"]
@@ -232,6 +252,7 @@ def evaluate(ref, tracking_uri, as_json):
         click.echo(f"{r['bits']:>4} {r['method']:<6} {r['predictor']:<14} {r['n']:>5} "
                    f"{_cell(r['fold_error'], '{:.2f}×'):>8} {_cell(r['mae'], '{:.3f}'):>9} "
                    f"{_cell(r['spearman']):>8} {_cell(r['coverage'], '{:.0%}'):>8}")
+    _echo_family_bias(biases, JUDGED_BITS)
     pairs = m["rtn_vs_gptq"]
     if pairs["pairs"]:
         click.echo(f"RTN predicted ≥ GPTQ on {pairs['rtn_ge_gptq']:.0%} of the {pairs['pairs']} (model, format, "

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from advisor.cli import cli
 from advisor.prior_command import describe, sqnr_table
 from registry.catalog.entries import load_seed
-from registry.prior.evaluation import evaluate, rtn_above_gptq
+from registry.prior.evaluation import evaluate, family_bias, rtn_above_gptq
 from registry.prior.features import FRAME_COLUMNS, INTERVAL_BANDS, LEGACY_BANDS, interval_groups, sqnr_lookup
 from registry.prior.model import RECIPES, fit_model, predict_log
 from registry.prior.published import DEFAULT_FILE, PublishedDataError, load_published
@@ -132,6 +132,16 @@ def test_fit_and_family_held_out_evaluation_on_a_fixture():
         assert ratio[rows & unknown].min() >= ratio[rows & ~unknown].max() - 1e-12
 
 
+def test_family_bias_is_the_median_ratio_of_held_out_to_observed():
+    rows = [{"family": "a", "bits": 4, "method": "rtn", "observed_delta_nll": obs, "heldout_delta_nll": pred}
+            for obs, pred in ((0.1, 0.2), (0.2, 0.4), (1.0, 0.5))]
+    rows += [{"family": "b", "bits": 2, "method": "rtn", "observed_delta_nll": 1.0, "heldout_delta_nll": 9.0},
+             {"family": "b", "bits": 3, "method": "gptq", "observed_delta_nll": 0.1, "heldout_delta_nll": None}]
+    (only,) = family_bias(rows)  # 2-bit rows and rows without a prediction are not judged
+    assert (only["family"], only["bits"], only["method"], only["n"]) == ("a", 4, "rtn", 3)
+    assert only["bias"] == pytest.approx(2.0) and only["fold_error"] == pytest.approx(2.0)
+
+
 def test_a_rows_prediction_does_not_depend_on_its_batch():
     # GPTQ is capped at its RTN twin predicted in another batch: equal rows must give equal bits
     frame = _fixture_frame(seed=2)
@@ -169,6 +179,11 @@ def test_prior_fit_evaluate_recommend_and_explain_through_the_cli(tracking_uri, 
     assert text.exit_code == 0 and text.stdout.startswith("ptq-prior/1 (ridge) on ")
     first = next(m for m in report["metrics"]["by_bits_method"] if m["predictor"] == "prior")
     assert f"{first['fold_error']:.2f}×" in text.stdout  # the table shows the logged figures
+    biases = report["metrics"]["by_family"]
+    assert {b["family"] for b in biases} == {r["family"] for r in report["rows"] if r["bits"] in (3, 4)}
+    shown = next(b for b in biases if b["bits"] == 3 and b["method"] == "rtn")
+    row = next(line for line in text.stdout.splitlines() if line.startswith(shown["family"] + " "))
+    assert f"{shown['bias']:.2f}× ({shown['n']})" in row  # the family table shows the same figures
 
     answer = CliRunner().invoke(cli, ["recommend", "--memory", "30GB", "--formats", "int4_g128,int4_chan,mxint4_32",
                                       "--top", "1000", "--json"])

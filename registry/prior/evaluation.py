@@ -163,3 +163,23 @@ def evaluation_key(frame, delta) -> str:
     ids = sorted(f"{m}|{f}|{me}|{c}|{s}|{d:.6g}" for m, f, me, c, s, d in zip(
         frame["model"], frame["format"], frame["method"], frame["corpus"].astype(str), frame["cite"], delta))
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def family_bias(rows, bits=JUDGED_BITS) -> list[dict]:
+    """Per held-out family, bits and method: how far its predictions sit from what was observed.
+
+    `rows`: an evaluation document's rows. bias = exp(median ln(pred/obs)) (> 1: over-predicted),
+    fold error = exp(median |ln(pred/obs)|). A family's bias is what one measured variant of one of
+    its models would reveal; it is the part of the error no model fact here explains
+    (docs/prior.md), so it is shown apart from the pooled metrics.
+    """
+    groups: dict = {}
+    for r in rows:
+        pred = r.get("heldout_delta_nll")
+        if r["bits"] not in bits or pred is None or not math.isfinite(pred):
+            continue
+        err = float(log_target([pred])[0] - log_target([r["observed_delta_nll"]])[0])
+        groups.setdefault((r["family"], r["bits"], r["method"]), []).append(err)
+    return [{"family": f, "bits": b, "method": m, "n": len(errs), "bias": math.exp(float(np.median(errs))),
+             "fold_error": math.exp(float(np.median(np.abs(errs))))}
+            for (f, b, m), errs in sorted(groups.items())]
