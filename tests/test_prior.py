@@ -17,7 +17,13 @@ from advisor.cli import cli
 from advisor.prior_command import describe, sqnr_table
 from registry.catalog.entries import load_seed
 from registry.prior.evaluation import evaluate, family_bias, rtn_above_gptq
-from registry.prior.features import FRAME_COLUMNS, INTERVAL_BANDS, LEGACY_BANDS, interval_groups, sqnr_lookup
+from registry.prior.features import (
+    FRAME_COLUMNS,
+    INTERVAL_BANDS,
+    LEGACY_BANDS,
+    interval_groups,
+    sqnr_lookup,
+)
 from registry.prior.model import RECIPES, fit_model, predict_log
 from registry.prior.published import DEFAULT_FILE, PublishedDataError, load_published
 from registry.prior.spec import LoadedPrior
