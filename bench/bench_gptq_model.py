@@ -11,6 +11,9 @@ per token). Arms:
                MX int formats only: it has no float-element quantizer; its int grid is min-max
                with 2^P levels, ours symmetric with 2^P - 1), from its own checkout
   gptq-seq-128 sequential with 128 calibration windows instead of 32 (--large-calibration formats)
+  gptq-seq-mse, gptq-seq-absmax, rtn-mse, rtn-absmax
+               classic ints only: the arm with the int scales chosen by another objective than
+               the default (classic_int.OBJECTIVES), to see whether GPTQ wants other scales than RTN
 
     python bench/bench_gptq_model.py --model ~/.cache/ptq-advisor/models/smollm2-135m \\
         --gguf-file SmolLM2-135M-Instruct.Q4_1.gguf --reference bench/.work/gptq --write bench/RESULTS.md
@@ -32,6 +35,7 @@ from bench.results_file import machine, write_section  # noqa: E402
 from pipelines.gptq import model as gptq_model  # noqa: E402
 from pipelines.gptq.layer import GPTQResult, output_mse  # noqa: E402
 from pipelines.measure.nll import evaluate_nll  # noqa: E402
+from pipelines.quantize import classic_int  # noqa: E402
 from pipelines.quantize.formats import parse_format  # noqa: E402
 from pipelines.quantize.rtn import WeightBackup, find_weights, rtn_quantized  # noqa: E402
 from pipelines.sources.corpus import load_corpus  # noqa: E402
@@ -82,6 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="Rows so far (resumable: done rows are kept).")
     parser.add_argument("--write", type=Path, default=None)
     parser.add_argument("--report-only", action="store_true", help="Measure nothing: the table from --json's rows.")
+    parser.add_argument("--title", default="GPTQ end to end",
+                        help="The RESULTS.md section's heading (one section per title and model).")
     args = parser.parse_args(argv)
     saved = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
     rows, fp, name = saved.get("rows", []), saved.get("fp_nll"), saved.get("model")
@@ -99,6 +105,9 @@ def main(argv=None) -> int:
         fmt = parse_format(fmt_name)
         if arm == "reference" and (ref is None or fmt.family not in ("int", "mxint")):
             continue
+        objective = arm.rsplit("-", 1)[1] if arm.rsplit("-", 1)[-1] in classic_int.OBJECTIVES else None
+        if objective and fmt.family != "int":
+            continue  # MX scales are shared exponents: no objective to choose
         if loaded is None:  # only when something is left to measure (resumable from --json)
             model, tokenizer, source = load_model(args.model, dtype="float32", gguf_file=args.gguf_file)
             corpus = load_corpus(args.dataset)
@@ -110,7 +119,9 @@ def main(argv=None) -> int:
             name = Path(source.gguf_file or args.model).name
             loaded = True
         start = time.perf_counter()
-        if arm == "rtn":
+        default_objective = classic_int.DEFAULT_OBJECTIVE
+        classic_int.DEFAULT_OBJECTIVE = objective or default_objective  # read at each scale fit
+        if arm.startswith("rtn"):
             with rtn_quantized(model, fmt, targets):
                 nll = evaluate_nll(model, windows, 8).nll
         else:
@@ -127,17 +138,22 @@ def main(argv=None) -> int:
             finally:
                 backup.restore()
                 gptq_model.gptq_layer = original
+        classic_int.DEFAULT_OBJECTIVE = default_objective
         rows.append({"format": fmt_name, "arm": arm, "delta_nll": nll - fp, "seconds": time.perf_counter() - start})
         print(json.dumps(rows[-1]), flush=True)
         if args.json:
             args.json.write_text(json.dumps({"model": name, "fp_nll": fp, "rows": rows}, indent=1))
     arms = [a for a in args.arms.split(",")] + (["gptq-seq-128"] if args.large_calibration else [])
-    lines = [f"### GPTQ end to end: {name}", "",
+    chosen = "".join(f" --{flag} " + (value if value and " " not in value else f'"{value}"') for flag, value in (
+        ("formats", args.formats), ("arms", args.arms), ("large-calibration", args.large_calibration),
+        ("title", args.title)) if value != parser.get_default(flag.replace("-", "_")))
+    lines = [f"### {args.title}: {name}", "",
              f"Machine: {machine()}. {args.dataset}: calibration {args.calibration_size} x {args.seq_len} tokens "
              f"(train split, seed 0), evaluation {args.max_windows} x {args.seq_len} (validation); NLL_fp "
              f"{fp:.4f} nats/token. ΔNLL in nats/token (lower is better); '–' = not run for that format.", "",
              f"Command: `python bench/bench_gptq_model.py --model {args.model} "
-             f"{'--gguf-file ' + args.gguf_file if args.gguf_file else ''} --write bench/RESULTS.md`", "",
+             f"{'--gguf-file ' + args.gguf_file if args.gguf_file else ''}{chosen} --json FILE --write bench/RESULTS.md`",
+             "",
              "| format | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
     for fmt_name in args.formats.split(","):
         cells = []
@@ -147,7 +163,8 @@ def main(argv=None) -> int:
         lines.append(f"| {fmt_name} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     if args.write:
-        write_section(args.write, f"gptq-model-{name}", "\n".join(lines))
+        key = "gptq-model" if args.title == parser.get_default("title") else "-".join(args.title.lower().split())
+        write_section(args.write, f"{key}-{name}", "\n".join(lines))
     return 0
 
 
