@@ -11,9 +11,10 @@ per token). Arms:
                MX int formats only: it has no float-element quantizer; its int grid is min-max
                with 2^P levels, ours symmetric with 2^P - 1), from its own checkout
   gptq-seq-128 sequential with 128 calibration windows instead of 32 (--large-calibration formats)
-  gptq-seq-mse, gptq-seq-absmax, rtn-mse, rtn-absmax
-               classic ints only: the arm with the int scales chosen by another objective than
-               the default (classic_int.OBJECTIVES), to see whether GPTQ wants other scales than RTN
+  gptq-seq-wmse, gptq-seq-mse, gptq-seq-absmax, rtn-mse, rtn-absmax, rtn-wmse
+               classic ints only: the int scales chosen by another objective than the method's
+               default — GPTQ's is "hessian" (Σ_j H_jj (w_ij − q_ij)², gptq/layer.py), RTN's "wmse"
+               (classic_int.py) — to see which scales each method wants
 
     python bench/bench_gptq_model.py --model ~/.cache/ptq-advisor/models/smollm2-135m \\
         --gguf-file SmolLM2-135M-Instruct.Q4_1.gguf --reference bench/.work/gptq --write bench/RESULTS.md
@@ -32,6 +33,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_gptq import reference_module  # noqa: E402
 from bench.results_file import machine, write_section  # noqa: E402
+from pipelines.gptq import layer as gptq_layer_module  # noqa: E402
 from pipelines.gptq import model as gptq_model  # noqa: E402
 from pipelines.gptq.layer import GPTQResult, output_mse  # noqa: E402
 from pipelines.measure.nll import evaluate_nll  # noqa: E402
@@ -119,8 +121,11 @@ def main(argv=None) -> int:
             name = Path(source.gguf_file or args.model).name
             loaded = True
         start = time.perf_counter()
-        default_objective = classic_int.DEFAULT_OBJECTIVE
-        classic_int.DEFAULT_OBJECTIVE = objective or default_objective  # read at each scale fit
+        defaults = classic_int.DEFAULT_OBJECTIVE, gptq_layer_module.INT_SCALE_OBJECTIVE
+        if objective and arm.startswith("rtn"):
+            classic_int.DEFAULT_OBJECTIVE = objective  # both read at each scale fit
+        elif objective:
+            gptq_layer_module.INT_SCALE_OBJECTIVE = objective
         if arm.startswith("rtn"):
             with rtn_quantized(model, fmt, targets):
                 nll = evaluate_nll(model, windows, 8).nll
@@ -138,7 +143,7 @@ def main(argv=None) -> int:
             finally:
                 backup.restore()
                 gptq_model.gptq_layer = original
-        classic_int.DEFAULT_OBJECTIVE = default_objective
+        classic_int.DEFAULT_OBJECTIVE, gptq_layer_module.INT_SCALE_OBJECTIVE = defaults
         rows.append({"format": fmt_name, "arm": arm, "delta_nll": nll - fp, "seconds": time.perf_counter() - start})
         print(json.dumps(rows[-1]), flush=True)
         if args.json:

@@ -116,3 +116,27 @@ def test_gptq_is_deterministic(layer):
     weight, H, _ = layer
     fmt = parse_format("mxfp4_e2m1_32")
     assert torch.equal(gptq_quantize(weight, H, fmt), gptq_quantize(weight, H, fmt))
+
+
+def test_gptq_int_scales_weigh_each_error_by_the_hessian(monkeypatch):
+    """Inputs of very unequal power (as after a norm with outlier channels): scales fitted on
+    H_jj-weighted errors lose less layer output than RTN's data-free |w|² weighting."""
+    import pipelines.gptq.layer as gptq_layer_module
+    from pipelines.quantize.classic_int import row_scales
+    from store.errors import InputError
+
+    torch.manual_seed(0)
+    weight = torch.randn(128, 256) * (torch.rand(1, 256) * 2)
+    x = torch.randn(1024, 256) * (torch.rand(1, 256) * 3)
+    acc = HessianAccumulator(256)
+    acc.add_batch(x)
+    for name in ("int4_g128", "int4_chan", "int3_g32", "int8_tens"):
+        fmt = parse_format(name)
+        hessian = gptq_layer(weight, acc.H, fmt, damp=0.01)
+        monkeypatch.setattr(gptq_layer_module, "INT_SCALE_OBJECTIVE", "wmse")
+        wmse = gptq_layer(weight, acc.H, fmt, damp=0.01)
+        monkeypatch.undo()
+        assert hessian.output_mse < wmse.output_mse, name
+        assert hessian.scales.shape == wmse.scales.shape
+    with pytest.raises(InputError, match="needs the error weights"):
+        row_scales(weight, 4, "hessian")

@@ -11,7 +11,9 @@ large weights to round the many small ones finely, and on real models those outl
 loss (SmolLM2 int8_tens: MSE loses ~1 nat/token where absmax loses ~0.05; bench_int_calibration).
 "wmse" weighs each weight's squared error by its own square, a data-free stand-in for its share
 of the layer's output, so clipping an outlier costs what it does end to end. "absmax" never clips.
-The default is the one the end-to-end bench supports (bench/RESULTS.md).
+The default is the one the end-to-end bench supports (bench/RESULTS.md). GPTQ, which has the layer's
+Hessian H, uses "hessian": each weight's squared error weighed by H_jj of its input column — the
+layer-output error of that weight alone — instead of a data-free stand-in (pipelines/gptq/layer.py).
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ def _sq_error(x: torch.Tensor, scale: torch.Tensor, qmax: int, weight: torch.Ten
     return (err if weight is None else err.mul_(weight)).sum(-1, keepdim=True)
 
 
-def _search_scales(groups: torch.Tensor, qmax: int, objective: str) -> torch.Tensor:
+def _search_scales(groups: torch.Tensor, qmax: int, objective: str,
+                   error_weight: torch.Tensor | None = None) -> torch.Tensor:
     """The fp16 scale minimising `objective` for each row of `groups` [G, n]; shape [G, 1]."""
     amax = torch.linalg.vector_norm(groups, ord=float("inf"), dim=-1, keepdim=True)
     if objective == "absmax":
         return _scales(amax, torch.tensor(1.0), qmax)
-    weight = groups * groups if objective == "wmse" else None
+    weight = groups * groups if objective == "wmse" else error_weight if objective == "hessian" else None
     best_err = torch.full_like(amax, float("inf"))
     best_alpha = torch.ones_like(amax)
     for alpha in COARSE_ALPHAS.tolist():
@@ -81,16 +84,29 @@ def _groups_view(x: torch.Tensor, fmt: Format) -> torch.Tensor:
     return x.reshape(-1, k)
 
 
-def row_scales(groups: torch.Tensor, precision: int, objective: str | None = None) -> torch.Tensor:
-    """The calibrated fp16 scale for each row of `groups` [G, n] at P bits; float32 [G, 1]."""
+def row_scales(groups: torch.Tensor, precision: int, objective: str | None = None,
+               error_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The calibrated fp16 scale for each row of `groups` [G, n] at P bits; float32 [G, 1].
+
+    `error_weight` ([1, n] or [G, n], objective "hessian" only): each weight's squared error is
+    weighed by it, e.g. GPTQ's Hessian diagonal H_jj (pipelines/gptq/layer.py).
+    """
     objective = objective or DEFAULT_OBJECTIVE
-    if objective not in OBJECTIVES:
+    if objective == "hessian" and error_weight is None:
+        raise InputError("the 'hessian' int scale objective needs the error weights (a layer's Hessian diagonal)")
+    if objective not in OBJECTIVES + ("hessian",):
         raise InputError(f"int scale objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
     qmax = 2 ** (precision - 1) - 1
     groups = groups.float()
     step = max(1, chunk_elements(groups) // groups.shape[1])
+
+    def weight_of(i):
+        if error_weight is None or error_weight.shape[0] == 1:
+            return error_weight
+        return error_weight[i:i + step]
+
     with one_thread():
-        return torch.cat([_search_scales(groups[i:i + step], qmax, objective)
+        return torch.cat([_search_scales(groups[i:i + step], qmax, objective, weight_of(i))
                           for i in range(0, groups.shape[0], step)])
 
 

@@ -2,8 +2,9 @@
 
 GPTQ visits the columns of a [out, in] weight left to right and updates the columns it has not
 reached. A format's scale is therefore fitted when the sweep *enters* its group, from the
-already-updated weights: an MX block's shared exponent, a classic int group's MSE scale. Formats
-whose scale spans the whole row or tensor (int_chan, int_tens) are fitted once, before the sweep.
+already-updated weights: an MX block's shared exponent, a classic int group's calibrated scale
+(weighed by the Hessian diagonal of those columns when GPTQ passes it). Formats whose scale spans
+the whole row or tensor (int_chan, int_tens) are fitted once, before the sweep.
 The element maths is the same code as plain RTN (`mx.py`, `classic_int.py`): one implementation.
 """
 
@@ -32,17 +33,24 @@ class GroupQuantizer:
         self._scale = None  # classic int: float32 [out, 1] or [1, 1]
         self.fitted: list[torch.Tensor] = []  # classic int: every scale fitted, in column order
 
-    def fit(self, columns: torch.Tensor) -> "GroupQuantizer":
-        """Set the scales from `columns` [out, g] (the whole weight for tensor/channel scales)."""
+    def fit(self, columns: torch.Tensor, objective: str | None = None,
+            error_weight: torch.Tensor | None = None) -> "GroupQuantizer":
+        """Set the scales from `columns` [out, g] (the whole weight for tensor/channel scales).
+
+        Classic ints: `objective` (classic_int's, default its DEFAULT_OBJECTIVE) and, for "hessian",
+        `error_weight` [g], one weight per column (GPTQ's H_jj).
+        """
         if self.fmt.is_mx:
             amax = block_amax(columns.float())
             shared = shared_exponents(amax, self.fmt).masked_fill_(amax == 0, 0)
             dtype = torch.float64 if needs_float64(shared, self.fmt) else torch.float32
             self._mx = block_scales(shared, self.fmt, dtype)
         elif self.fmt.granularity == "tensor":
-            self._scale = row_scales(columns.reshape(1, -1), self.fmt.precision)
+            weight = None if error_weight is None else error_weight.expand(columns.shape).reshape(1, -1)
+            self._scale = row_scales(columns.reshape(1, -1), self.fmt.precision, objective, weight)
         else:  # per channel, or one group: a scale per row over these columns
-            self._scale = row_scales(columns, self.fmt.precision)
+            weight = None if error_weight is None else error_weight.reshape(1, -1)
+            self._scale = row_scales(columns, self.fmt.precision, objective, weight)
         if self._scale is not None:
             self.fitted.append(self._scale)
         return self
