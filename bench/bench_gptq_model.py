@@ -46,6 +46,18 @@ from pipelines.sources.token_windows import calibration_windows, evaluation_wind
 
 FORMATS = ("mxint4_32", "int4_g128", "mxint3_32", "mxfp4_e2m1_32", "int8_tens")
 ARMS = ("rtn", "gptq-seq", "gptq-fp", "reference", "gptq-seq-search")
+ARM_NOTES = {  # the legend under the table; int scales: classic ints only
+    "rtn": "round to nearest (int scales by RTN's objective, wmse)",
+    "gptq-seq": "GPTQ, sequential Hessians, damp 0.01 (int scales weighed by H_jj since 2026-12-05; "
+                "rows measured before that used wmse)",
+    "gptq-fp": "the same with fp-network Hessians",
+    "reference": "IST-DASLab/gptq on our sequential Hessians",
+    "gptq-seq-search": "gptq-seq with the per-layer damping search",
+    "gptq-seq-128": "gptq-seq with 128 calibration windows",
+    "gptq-seq-wmse": "gptq-seq with int scales by RTN's |w|²-weighted error (GPTQ's default before 2026-12-05)",
+    "gptq-seq-mse": "gptq-seq with int scales by plain squared error",
+    "gptq-seq-absmax": "gptq-seq with absmax int scales",
+}
 
 
 def reference_layer(ref):
@@ -88,6 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="Rows so far (resumable: done rows are kept).")
     parser.add_argument("--write", type=Path, default=None)
     parser.add_argument("--report-only", action="store_true", help="Measure nothing: the table from --json's rows.")
+    parser.add_argument("--note", default="", help="A sentence printed under the table's legend.")
     parser.add_argument("--title", default="GPTQ end to end",
                         help="The RESULTS.md section's heading (one section per title and model).")
     args = parser.parse_args(argv)
@@ -151,7 +164,7 @@ def main(argv=None) -> int:
     arms = [a for a in args.arms.split(",")] + (["gptq-seq-128"] if args.large_calibration else [])
     chosen = "".join(f" --{flag} " + (value if value and " " not in value else f'"{value}"') for flag, value in (
         ("formats", args.formats), ("arms", args.arms), ("large-calibration", args.large_calibration),
-        ("title", args.title)) if value != parser.get_default(flag.replace("-", "_")))
+        ("title", args.title), ("note", args.note)) if value != parser.get_default(flag.replace("-", "_")))
     lines = [f"### {args.title}: {name}", "",
              f"Machine: {machine()}. {args.dataset}: calibration {args.calibration_size} x {args.seq_len} tokens "
              f"(train split, seed 0), evaluation {args.max_windows} x {args.seq_len} (validation); NLL_fp "
@@ -166,6 +179,8 @@ def main(argv=None) -> int:
             hit = [r for r in rows if r["format"] == fmt_name and r["arm"] == arm]
             cells.append(f"{hit[0]['delta_nll']:.4f}" if hit else "–")
         lines.append(f"| {fmt_name} | " + " | ".join(cells) + " |")
+    lines += ["", "Arms: " + "; ".join(f"{a} = {ARM_NOTES[a]}" for a in arms if a in ARM_NOTES) + "."]
+    lines += ["", args.note] if args.note else []
     print("\n".join(lines))
     if args.write:
         key = "gptq-model" if args.title == parser.get_default("title") else "-".join(args.title.lower().split())
