@@ -57,7 +57,28 @@ ARM_NOTES = {  # the legend under the table; int scales: classic ints only
     "gptq-seq-wmse": "gptq-seq with int scales by RTN's |w|²-weighted error (GPTQ's default before 2026-12-05)",
     "gptq-seq-mse": "gptq-seq with int scales by plain squared error",
     "gptq-seq-absmax": "gptq-seq with absmax int scales",
+    "gptq-seq-choose": "gptq-seq run per layer with H_jj-weighted and with plain-MSE int scales, the lower "
+                       "layer-output error kept (as the damping search does)",
 }
+
+
+def choosing_layer(original):
+    """gptq-seq-choose: a drop-in for `gptq_layer` that runs it with each int scale objective and keeps
+    the result of least layer-output error (computed from H, no forward pass)."""
+
+    def run(weight, H, fmt, **options):
+        if fmt.family != "int":
+            return original(weight, H, fmt, **options)
+        default, results = gptq_layer_module.INT_SCALE_OBJECTIVE, []
+        try:
+            for objective in ("hessian", "mse"):
+                gptq_layer_module.INT_SCALE_OBJECTIVE = objective
+                results.append(original(weight, H, fmt, **options))
+        finally:
+            gptq_layer_module.INT_SCALE_OBJECTIVE = default
+        return min(results, key=lambda r: float(r.output_mse))
+
+    return run
 
 
 def reference_layer(ref):
@@ -121,7 +142,7 @@ def main(argv=None) -> int:
         if arm == "reference" and (ref is None or fmt.family not in ("int", "mxint")):
             continue
         objective = arm.rsplit("-", 1)[1] if arm.rsplit("-", 1)[-1] in classic_int.OBJECTIVES else None
-        if objective and fmt.family != "int":
+        if (objective or arm == "gptq-seq-choose") and fmt.family != "int":
             continue  # MX scales are shared exponents: no objective to choose
         if loaded is None:  # only when something is left to measure (resumable from --json)
             model, tokenizer, source = load_model(args.model, dtype="float32", gguf_file=args.gguf_file)
@@ -149,6 +170,8 @@ def main(argv=None) -> int:
             original = gptq_model.gptq_layer
             if arm == "reference":
                 gptq_model.gptq_layer = reference_layer(ref)
+            elif arm == "gptq-seq-choose":
+                gptq_model.gptq_layer = choosing_layer(original)
             backup = WeightBackup(targets)
             try:
                 gptq_model.apply_gptq(model, fmt, cal, targets=targets, hessians=hessians, damp=damp)
