@@ -141,7 +141,8 @@ def main(argv=None) -> int:
         fmt = parse_format(fmt_name)
         if arm == "reference" and (ref is None or fmt.family not in ("int", "mxint")):
             continue
-        objective = arm.rsplit("-", 1)[1] if arm.rsplit("-", 1)[-1] in classic_int.OBJECTIVES else None
+        suffix = arm.rsplit("-", 1)[-1]
+        objective = suffix if suffix in classic_int.OBJECTIVES else None
         if (objective or arm == "gptq-seq-choose") and fmt.family != "int":
             continue  # MX scales are shared exponents: no objective to choose
         if loaded is None:  # only when something is left to measure (resumable from --json)
