@@ -74,3 +74,8 @@ def test_goals_name_the_deployed_predictor_and_the_best_tree_and_mark_each_goal(
                          "0.0000 ✓; 5 of 6 trees meet it (not XGB·rtn 0.063).")
     # without a registered champion only the best tree is shown
     assert not any("deployed" in line for line in goal_lines({"all rows": all_rows}, regrets, None)[2:])
+    # Spearman is read on each subset asked for, and only those
+    both = goal_lines({"all rows": all_rows, "≥ 5 bits": fine}, regrets, "rf_frac", spearman_on=["all rows", "≥ 5 bits"])
+    assert [line.split("|")[1].strip() for line in both if "Spearman" in line] == \
+        ["Spearman ρ ≥ 0.95, all rows"] * 2 + ["Spearman ρ ≥ 0.95, ≥ 5 bits"] * 2
+    assert not any("Spearman ρ ≥ 0.95, ≥ 5 bits" in line for line in lines)
