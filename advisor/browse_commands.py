@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
@@ -204,7 +205,7 @@ def explain_prior(prior, catalog, model: str, format_name: str, method: str) -> 
 
 def _explain_predictor(client, model, format_name, rows, ref, as_json) -> None:
     """A swept GPTQ variant explained by the loss predictor (Saabas contributions)."""
-    from registry.predictor.spec import spec_scale
+    from registry.predictor.spec import spec_scale, spec_widths
     from registry.predictor.tree_json import TreeEnsemble
 
     row = rows.iloc[0]
@@ -215,6 +216,7 @@ def _explain_predictor(client, model, format_name, rows, ref, as_json) -> None:
     # an rtn_fraction predictor's trees give a fraction of RTN's loss increase: scaled by that
     # increase, bias and contributions are in nats and still add up to the prediction
     scale = float(spec_scale(spec, rows.iloc[[0]])[0])
+    width = float(spec_widths(spec, [row["precision"]])[0])
     bias, parts = bias * scale, parts * scale
     importances = client.download_artifacts(predictor.run_id, "feature_importance.json")
     with open(importances) as f:
@@ -222,7 +224,7 @@ def _explain_predictor(client, model, format_name, rows, ref, as_json) -> None:
     report = {"model": model, "format": format_name, "predictor": predictor.uri,
               "base_column": spec["base_column"], "base": base, "scale_column": spec.get("scale_column"),
               "scale": scale, "bias": bias,
-              "prediction": base + bias + float(parts.sum()), "halfwidth": spec["halfwidth"],
+              "prediction": base + bias + float(parts.sum()), "halfwidth": width if math.isfinite(width) else None,
               "measured_nll_gptq": None if row["nll_gptq"] != row["nll_gptq"] else float(row["nll_gptq"]),
               "contributions": [{"feature": f, "value": float(row[f]), "contribution": float(c),
                                  "importance": importance.get(f)} for f, c in zip(FEATURES, parts)]}
@@ -230,8 +232,8 @@ def _explain_predictor(client, model, format_name, rows, ref, as_json) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(f"{model} · {format_name} · gptq by {predictor.uri}: NLL {report['prediction']:.4f} "
-               f"± {spec['halfwidth']:.4f} nats/token" + (f" (measured {report['measured_nll_gptq']:.4f})"
-                                                         if report["measured_nll_gptq"] is not None else ""))
+               + (f"± {width:.4f} nats/token" if math.isfinite(width) else "nats/token (no 90% interval at this bit count)")
+               + (f" (measured {report['measured_nll_gptq']:.4f})" if report["measured_nll_gptq"] is not None else ""))
     start = f"{spec['base_column']} {base:.4f} + " if spec["base_column"] else ""
     scaled = (f" (trees' fraction × {spec['scale_column']} − {spec['base_column']} {scale:.4f})"
               if spec.get("scale_column") else "")

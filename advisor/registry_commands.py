@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
 from advisor.errors import AdvisorError, friendly_errors
 from advisor.options import open_store, tracking_uri_option
 from registry.api import list_versions
+from registry.conformal import widths_text
 from registry.laws.registered import QID_LAW, register_qid_fit, seed_published_laws
 from registry.lineage import version_lineage
 from registry.predictor.feature_table import TableQuery, build_feature_table, qid_table
@@ -50,9 +52,11 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
     """Fit the loss predictor on sweep runs and register it as ptq-loss-predictor.
 
     Every fit is judged leave-one-family-out; the champion alias moves only when the new version
-    beats it on the same held-out evaluation, otherwise the new version becomes the challenger.
+    beats it on the same held-out evaluation (MAE on the formats of 3 bits or more, where these
+    models are deployed), otherwise the new version becomes the challenger. Its 90 % intervals are
+    conformal per band of bits (≤ 2, 3, ≥ 4), each from its own band's held-out errors.
     """
-    from registry.predictor.evaluation import evaluate_recipe
+    from registry.predictor.evaluation import DEPLOYABLE_BITS, evaluate_recipe
 
     client = open_store(tracking_uri)
     query = TableQuery(tuple(experiments), tuple(families), dataset_digest)
@@ -65,15 +69,18 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
         evaluation = evaluate_recipe(recipe, table, holdouts, alpha)
         version, decision = register_evaluation(evaluation, table, query, holdouts, client=client)
         results.append({"name": version.name, "version": str(version.version), "kind": recipe_kind, "base": base,
-                        "decision": decision, "rows": evaluation.train_rows, "metrics": evaluation.metrics})
+                        "decision": decision, "rows": evaluation.train_rows, "metrics": evaluation.metrics,
+                        "halfwidths": {b: w if math.isfinite(w) else None for b, w in evaluation.halfwidths.items()}})
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for r in results:
         m = r["metrics"]
-        click.echo(f"{r['name']}/{r['version']} ({r['kind']}, base {r['base']}, {r['rows']} rows): LOFO MAE {m['lofo_mae']:.4f} "
-                   f"nats/token, Spearman {m['lofo_spearman']:.3f}, {1 - alpha:.0%} interval "
-                   f"±{m['halfwidth']:.4f} (coverage {m['lofo_coverage']:.0%})")
+        deployable = (f" ({m['lofo_mae_deployable']:.4f} at ≥ {DEPLOYABLE_BITS} bits)"
+                      if m.get("lofo_mae_deployable") is not None else "")
+        click.echo(f"{r['name']}/{r['version']} ({r['kind']}, base {r['base']}, {r['rows']} rows): LOFO MAE {m['lofo_mae']:.4f}"
+                   f"{deployable} nats/token, Spearman {m['lofo_spearman']:.3f}, {1 - alpha:.0%} intervals "
+                   f"{widths_text(r['halfwidths'])} (coverage {m['lofo_coverage']:.0%})")
         click.echo(f"  {r['decision']}")
 
 

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from bench.results_file import machine, write_section  # noqa: E402
+from registry.conformal import widths_text  # noqa: E402
 from store.keys import use_store  # noqa: E402
 
 WORK = ROOT / "bench" / ".work" / "recommend"
@@ -206,12 +207,12 @@ def main() -> None:
              "Data: 8 locally trained tiny models (Llama and GPT-2 architectures = two families; hidden 48–128) "
              f"× {len(FORMATS)} formats ({', '.join(FORMATS)}) × RTN/GPTQ, 16 windows × 128 tokens of CPython's "
              "docs. Tiny data: these figures test the machinery, not the paper's accuracy on real LLMs.", "",
-             "| predictor | rows | LOFO MAE (nats/token) | RMSE | R² | Spearman | 90 % half-width | LOFO coverage | decision |",
+             "| predictor | rows | LOFO MAE (nats/token) | RMSE | R² | Spearman | 90 % half-widths | LOFO coverage | decision |",
              "|---|---|---|---|---|---|---|---|---|"]
     for f in fits:
         m = f["metrics"]
         lines.append(f"| {f['name']}/{f['version']} {f['kind']} | {f['rows']} | {m['lofo_mae']:.4f} | "
-                     f"{m['lofo_rmse']:.4f} | {m['lofo_r2']:.3f} | {m['lofo_spearman']:.3f} | {m['halfwidth']:.4f} | "
+                     f"{m['lofo_rmse']:.4f} | {m['lofo_r2']:.3f} | {m['lofo_spearman']:.3f} | {widths_text(f['halfwidths'])} | "
                      f"{m['lofo_coverage']:.0%} | {f['decision'].split(':')[0]} |")
     lines += ["", f"Regret over {result['budgets']} budgets (GPTQ variants, measured NLL of the pick minus the best "
               "measured under the budget, nats/token):", "",

@@ -47,9 +47,12 @@ def test_register_reload_and_predict_the_same(swept_uri, base):
     held = evaluate_recipe({"kind": "rf"}, table, holdout_models=("llama-48",))
     assert {"lofo_mae", "lofo_rmse", "lofo_r2", "lofo_spearman", "lofo_coverage", "holdout_mae"} <= \
         set(held.metrics)
-    # 8 training rows cannot support a 90 % conformal interval (needs ⌈9·0.9⌉ = 9 residuals): say so
-    assert held.halfwidth == math.inf
-    assert math.isfinite(evaluate_recipe({"kind": "rf"}, table, ("llama-48",), alpha=0.2).halfwidth)
+    # intervals per band of bits; 8 training rows (2 at 3 bits, 6 at 4) support no 90 % conformal
+    # interval (a band needs ⌈(n+1)·0.9⌉ ≤ n residuals, n ≥ 9): say so
+    assert held.halfwidths == {"p<=2": math.inf, "p=3": math.inf, "p>=4": math.inf}
+    loose = evaluate_recipe({"kind": "rf"}, table, ("llama-48",), alpha=0.2).halfwidths
+    assert math.isfinite(loose["p>=4"]) and loose["p=3"] == math.inf  # ⌈7·0.8⌉ = 6 of 6; ⌈3·0.8⌉ = 3 > 2
+    assert held.metrics["lofo_mae_deployable"] == held.metrics["lofo_mae"]  # every tiny format has ≥ 3 bits
     evaluation = evaluate_recipe({"kind": "rf", "base": base}, table)
     version, decision = register_evaluation(evaluation, table, TableQuery())
     assert str(version.version) == "1" and decision.startswith("champion: first version")
@@ -60,8 +63,13 @@ def test_register_reload_and_predict_the_same(swept_uri, base):
     assert loaded.version == "1"
     np.testing.assert_allclose(served["nll_gptq"], evaluation.predictor.predict(table), rtol=0, atol=1e-12)
     np.testing.assert_allclose(loaded.predict(table)["nll_gptq"], served["nll_gptq"], rtol=0, atol=0)
-    width = loaded.spec["halfwidth"]
-    assert math.isfinite(width) and np.allclose(served["upper"] - served["lower"], 2 * width)
+    # 9 rows at 4 bits give a 90 % width, 3 rows at 3 bits none: each row gets its band's
+    widths = loaded.spec["halfwidths"]
+    assert widths["p=3"] is None and widths["p<=2"] is None and math.isfinite(widths["p>=4"])
+    four = (table["precision"] >= 4).to_numpy()
+    assert np.allclose((served["upper"] - served["lower"])[four], 2 * widths["p>=4"])
+    assert np.isinf(served["upper"][~four]).all() and (~four).sum() == 3
+    assert evaluation.metrics["halfwidth_ge4"] == widths["p>=4"] and "halfwidth_eq3" not in evaluation.metrics
     run = mlflow.get_run(version.run_id)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/predicted_vs_observed.png", "plots/feature_importance.png"}
@@ -81,14 +89,14 @@ def test_champion_moves_only_when_beaten_on_the_same_evaluation(swept_uri):
     assert client.get_model_version_by_alias(PREDICTOR, "champion").version == 2
     # a fit within the tags' rounding of the champion (6 significant digits): decided on the exact
     # MAE the champion's run logged, and the message shows the digits that tell them apart
-    exact = good.metrics["lofo_mae"]
-    rounded = float(client.get_model_version(PREDICTOR, 2).tags["lofo_mae"])
+    exact = good.metrics["lofo_mae_deployable"]
+    rounded = float(client.get_model_version(PREDICTOR, 2).tags["lofo_mae_deployable"])
     assert rounded != exact
-    close = dataclasses.replace(good, metrics={**good.metrics, "lofo_mae": (exact + rounded) / 2})
+    close = dataclasses.replace(good, metrics={**good.metrics, "lofo_mae_deployable": (exact + rounded) / 2})
     version, decision = register_evaluation(close, table, TableQuery())
-    beats = close.metrics["lofo_mae"] < exact
+    beats = close.metrics["lofo_mae_deployable"] < exact
     assert decision.split(":")[0] == ("champion" if beats else "challenger"), decision
-    shown = decision.split("LOFO MAE ")[1].split(" of ")[0].split(" ")
+    shown = decision.split("LOFO MAE at ≥ 3 bits ")[1].split(" of ")[0].split(" ")
     digits = len(shown[2].split(".")[1])
     assert shown[0] != shown[2] and shown[2] == f"{exact:.{digits}f}" and digits > 4
     if beats:  # put the good fit back as champion for what follows
@@ -102,6 +110,34 @@ def test_champion_moves_only_when_beaten_on_the_same_evaluation(swept_uri):
     assert decision.startswith("challenger") and decision.endswith("(its recipe re-evaluated here)")
     with pytest.raises(ValueError, match="at least 2 model families"):
         evaluate_recipe(POOR, table, holdout_models=("gpt2-64",))
+
+
+def test_champion_is_chosen_on_the_formats_of_3_bits_or_more(swept_uri):
+    """A fit better over all rows but worse on the deployable (≥ 3-bit) rows stays challenger:
+    2-bit rows, where the network breaks, must not pick the recipe that answers at 4 bits."""
+    table = build_feature_table()
+    good = evaluate_recipe({"kind": "rf"}, table)
+    register_evaluation(good, table, TableQuery())
+    m = good.metrics
+    worse_where_deployed = dataclasses.replace(good, metrics={**m, "lofo_mae": m["lofo_mae"] / 2,
+                                                              "lofo_mae_deployable": m["lofo_mae_deployable"] * 2})
+    version, decision = register_evaluation(worse_where_deployed, table, TableQuery())
+    assert decision.startswith("challenger: LOFO MAE at ≥ 3 bits"), decision
+    better_where_deployed = dataclasses.replace(good, metrics={**m, "lofo_mae": m["lofo_mae"] * 2,
+                                                               "lofo_mae_deployable": m["lofo_mae_deployable"] / 2})
+    version, decision = register_evaluation(better_where_deployed, table, TableQuery())
+    assert decision.startswith("champion: LOFO MAE at ≥ 3 bits") and version.aliases == ["champion"], decision
+
+
+def test_a_legacy_spec_with_one_width_still_answers():
+    import pandas as pd
+
+    from registry.predictor.spec import spec_widths
+
+    assert spec_widths({"halfwidth": 0.25}, [2, 3, 8]).tolist() == [0.25] * 3
+    spec = {"interval_bands": "p<=2,p=3,p>=4", "halfwidths": {"p<=2": None, "p=3": 0.5, "p>=4": 0.1}}
+    widths = spec_widths(spec, pd.Series([2, 3, 4, 8]))
+    assert widths[0] == math.inf and widths[1:].tolist() == [0.5, 0.1, 0.1]
 
 
 def test_no_champion_is_a_clear_error(tracking_uri):

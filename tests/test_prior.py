@@ -17,9 +17,9 @@ from advisor.cli import cli
 from advisor.prior_command import describe, sqnr_table
 from registry.catalog.entries import load_seed
 from registry.prior.evaluation import evaluate, family_bias, rtn_above_gptq
+from registry.conformal import INTERVAL_BANDS
 from registry.prior.features import (
     FRAME_COLUMNS,
-    INTERVAL_BANDS,
     LEGACY_BANDS,
     interval_groups,
     sqnr_lookup,

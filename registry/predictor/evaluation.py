@@ -1,8 +1,10 @@
 """How a loss-predictor recipe is judged: leave-one-family-out, named hold-outs, conformal coverage.
 
 Xu et al. judge their forest on models it never saw (pythia-1b, mpt-7b held out). We do the same
-twice: every model family is held out in turn (LOFO — the promotion metric is its MAE), and named
-models can be held out of the final fit entirely and reported apart, as a test set.
+twice: every model family is held out in turn (LOFO), and named models can be held out of the final
+fit entirely and reported apart, as a test set. The promotion metric is the LOFO MAE on the formats
+people deploy, of DEPLOYABLE_BITS or more: at 2 bits these networks break (losses of 5–24 nats),
+and those rows' errors would otherwise decide which recipe serves the 3–8-bit answers.
 """
 
 from __future__ import annotations
@@ -13,11 +15,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from registry.conformal import (
+    INTERVAL_BANDS,
+    band_metric_name,
+    band_widths,
+    heldout_band_coverage,
+    precision_bands,
+)
 from registry.predictor.feature_table import TARGET
-from registry.predictor.loss_predictor import LossPredictor, conformal_halfwidth
+from registry.predictor.loss_predictor import LossPredictor
 from store.errors import InputError
 
 DEFAULT_ALPHA = 0.1  # 90 % prediction intervals
+DEPLOYABLE_BITS = 3
+PROMOTION_METRIC = "lofo_mae_deployable"
 
 
 def leave_one_group_out(predictor: LossPredictor, table, groups) -> np.ndarray:
@@ -46,15 +57,10 @@ def regression_metrics(observed, predicted) -> dict:
             "spearman": float(rho)}
 
 
-def conformal_coverage(observed, predicted, groups, alpha: float) -> float:
-    """Coverage of group-held-out conformal intervals (each group's width from the other groups)."""
-    observed, predicted, groups = map(np.asarray, (observed, predicted, groups))
-    residuals = np.abs(observed - predicted)
-    hits = []
-    for group in np.unique(groups):
-        held = groups == group
-        hits += list(residuals[held] <= conformal_halfwidth(residuals[~held], alpha))
-    return float(np.mean(hits))
+def promotion_mae(metrics: dict) -> float:
+    """The MAE a champion is chosen by: on the deployable rows, or on all rows where there are none."""
+    value = metrics.get(PROMOTION_METRIC)
+    return float(metrics["lofo_mae"] if value is None or value != value else value)
 
 
 def evaluation_key(table, holdout_models) -> str:
@@ -69,12 +75,17 @@ class Evaluation:
     """A recipe judged on one table: metrics, intervals, and the final predictor fitted on it."""
 
     predictor: LossPredictor
-    halfwidth: float  # conformal interval half-width, nats/token
+    halfwidths: dict  # band of bits (registry.conformal) → conformal half-width, nats/token
     alpha: float
     metrics: dict  # lofo_* and holdout_* metrics, coverage
     predictions: object  # DataFrame: identity, observed, lofo / holdout prediction
     key: str
     train_rows: int
+    bands: str = INTERVAL_BANDS
+
+    def widths(self, precision) -> np.ndarray:
+        """Per row of bit count `precision`, its interval's half-width."""
+        return np.array([self.halfwidths.get(b, np.inf) for b in precision_bands(precision, self.bands)])
 
 
 def evaluate_recipe(recipe: dict, table, holdout_models=(), alpha: float = DEFAULT_ALPHA) -> Evaluation:
@@ -92,21 +103,29 @@ def evaluate_recipe(recipe: dict, table, holdout_models=(), alpha: float = DEFAU
                          f"{sorted(set(families)) or 'none'} (give sweep models a family in --models-file)")
     predictor = LossPredictor(**recipe)
     lofo = leave_one_group_out(predictor, train, families)
-    metrics = {f"lofo_{k}": v for k, v in regression_metrics(train[TARGET], lofo).items()}
-    residuals = np.abs(train[TARGET].to_numpy() - lofo)
-    halfwidth = conformal_halfwidth(residuals, alpha)
-    metrics["lofo_coverage"] = conformal_coverage(train[TARGET], lofo, families, alpha)
+    observed = train[TARGET].to_numpy()
+    metrics = {f"lofo_{k}": v for k, v in regression_metrics(observed, lofo).items()}
+    deployable = train["precision"].to_numpy(float) >= DEPLOYABLE_BITS
+    if deployable.any():
+        deployed = regression_metrics(observed[deployable], lofo[deployable])
+        metrics |= {"lofo_mae_deployable": deployed["mae"], "lofo_spearman_deployable": deployed["spearman"]}
+    residuals = np.abs(observed - lofo)
+    bands = precision_bands(train["precision"])
+    halfwidths = band_widths(residuals, bands, alpha)
+    metrics["lofo_coverage"] = heldout_band_coverage(residuals, bands, families, alpha)
     final = LossPredictor(**recipe).fit(train, train[TARGET])
-    predictions = labelled[["model", "model_family", "format", "rtn_run_id", "gptq_run_id", TARGET]].copy()
+    predictions = labelled[["model", "model_family", "format", "precision", "rtn_run_id", "gptq_run_id", TARGET]].copy()
     predictions["split"] = np.where(held, "holdout", "lofo")
     predictions["predicted"] = np.nan
     predictions.loc[~held, "predicted"] = lofo
+    evaluation = Evaluation(final, halfwidths, alpha, metrics, predictions,
+                            evaluation_key(labelled, holdout_models), len(train))
     if held.any():
         test = labelled[held]
-        predictions.loc[held, "predicted"] = final.predict(test)
-        metrics |= {f"holdout_{k}": v for k, v in regression_metrics(test[TARGET],
-                                                                      final.predict(test)).items()}
-        metrics["holdout_coverage"] = float(np.mean(np.abs(test[TARGET] - final.predict(test)) <= halfwidth))
-    metrics["halfwidth"] = halfwidth
-    return Evaluation(final, halfwidth, alpha, metrics, predictions,
-                      evaluation_key(labelled, holdout_models), len(train))
+        predicted = final.predict(test)
+        predictions.loc[held, "predicted"] = predicted
+        metrics |= {f"holdout_{k}": v for k, v in regression_metrics(test[TARGET], predicted).items()}
+        metrics["holdout_coverage"] = float(np.mean(np.abs(test[TARGET] - predicted) <= evaluation.widths(test["precision"])))
+    # metrics hold the finite widths (MLflow logs no inf); a band without one has no interval
+    metrics |= {f"halfwidth_{band_metric_name(b)}": w for b, w in halfwidths.items() if math.isfinite(w)}
+    return evaluation

@@ -8,14 +8,14 @@ recipe is compared on the same scale. Trees cannot extrapolate; a relative targe
 whose loss lies outside the training range still get a sensible prediction, and the fraction lets
 it scale with the model's own measured RTN damage (docs/real-model-study.md).
 
-Intervals are split-conformal from leave-one-family-out residuals: the half-width is the
-⌈(n+1)(1−α)⌉-th smallest |residual| of models predicted while their family was held out, so it
-reflects how wrong the predictor is on *unseen model families*, which is how the advisor uses it.
+Intervals are split-conformal from leave-one-family-out residuals, per band of bits
+(registry/conformal.py): the half-width is the ⌈(n+1)(1−α)⌉-th smallest |residual| of the band's
+rows predicted while their family was held out, so it reflects how wrong the predictor is on
+*unseen model families*, which is how the advisor uses it.
 """
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -45,14 +45,6 @@ def _base(X, base: str) -> np.ndarray:
 def _scale(X, base: str) -> np.ndarray:
     # the formula the registered spec is served with, so fitting and serving cannot drift apart
     return spec_scale({"base_column": BASES[base], "scale_column": SCALES.get(base), "scale_floor": GAP_FLOOR}, X)
-
-
-def conformal_halfwidth(residuals, alpha: float) -> float:
-    """Split-conformal half-width for miscoverage `alpha` from absolute residuals (nats/token)."""
-    r = np.sort(np.abs(np.asarray(residuals, dtype=np.float64)))
-    n = len(r)
-    rank = math.ceil((n + 1) * (1 - alpha))
-    return float("inf") if n == 0 or rank > n else float(r[rank - 1])
 
 
 class LossPredictor(RegressorMixin, BaseEstimator):

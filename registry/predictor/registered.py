@@ -10,6 +10,7 @@ otherwise the new version gets `challenger`. Stages are deprecated: aliases only
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,9 @@ def _spec(evaluation) -> dict:
     predictor = evaluation.predictor
     return {"features": list(FEATURES), "target": TARGET, "base_column": BASES[predictor.base],
             "scale_column": SCALES.get(predictor.base), "scale_floor": GAP_FLOOR,
-            "recipe": predictor.recipe(), "halfwidth": evaluation.halfwidth, "alpha": evaluation.alpha,
+            "recipe": predictor.recipe(), "alpha": evaluation.alpha, "interval_bands": evaluation.bands,
+            # JSON has no inf: a band without enough held-out rows for the coverage has no width
+            "halfwidths": {b: w if math.isfinite(w) else None for b, w in evaluation.halfwidths.items()},
             "evaluation_key": evaluation.key, "metrics": evaluation.metrics,
             "ensemble": ensemble_to_json(predictor.regressor_)}
 
@@ -61,6 +64,7 @@ def _save_estimator(regressor, folder: Path) -> Path:
 
 def _plots(mlflow, evaluation) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -68,7 +72,9 @@ def _plots(mlflow, evaluation) -> None:
     frame = evaluation.predictions
     fig, ax = plt.subplots(figsize=(5, 5))
     for (family, split), rows in frame.groupby(["model_family", "split"]):
-        ax.errorbar(rows[TARGET], rows["predicted"], yerr=evaluation.halfwidth, fmt="o" if split == "lofo" else "s",
+        widths = evaluation.widths(rows["precision"])
+        ax.errorbar(rows[TARGET], rows["predicted"], yerr=np.where(np.isfinite(widths), widths, np.nan),
+                    fmt="o" if split == "lofo" else "s",
                     alpha=0.7, capsize=2, label=f"{family} ({split})")
     low, high = frame[[TARGET, "predicted"]].min().min(), frame[[TARGET, "predicted"]].max().max()
     ax.plot([low, high], [low, high], "k--", linewidth=1)
@@ -90,17 +96,20 @@ def _plots(mlflow, evaluation) -> None:
 
 
 def _champion_mae(client, champion, evaluation, table, holdout_models) -> tuple[float, str]:
-    """The champion's LOFO MAE on the new evaluation: recorded if same key, else recomputed."""
-    from registry.predictor.evaluation import evaluate_recipe
+    """The champion's promotion MAE on the new evaluation: recorded if same key (and a version
+    that recorded it), else its recipe re-evaluated."""
+    from registry.predictor.evaluation import PROMOTION_METRIC, evaluate_recipe, promotion_mae
 
     if champion.tags.get("evaluation_key") == evaluation.key:
-        # the run's metric, not the version tag: tags hold 6 significant digits, and a decision
+        # the run's metrics, not the version tags: tags hold 6 significant digits, and a decision
         # between two fits that close must not turn on the rounding
         run = client.get_run(champion.run_id) if champion.run_id else None
-        recorded = run.data.metrics.get("lofo_mae") if run else None
-        return float(champion.tags["lofo_mae"] if recorded is None else recorded), "recorded"
+        recorded = run.data.metrics if run else {}
+        if ("lofo_mae" in recorded and PROMOTION_METRIC in recorded) or \
+                (recorded and PROMOTION_METRIC not in evaluation.metrics):
+            return promotion_mae(recorded), "recorded"
     recipe = json.loads(champion.tags["recipe"])
-    return evaluate_recipe(recipe, table, holdout_models, evaluation.alpha).metrics["lofo_mae"], \
+    return promotion_mae(evaluate_recipe(recipe, table, holdout_models, evaluation.alpha).metrics), \
         "its recipe re-evaluated here"
 
 
@@ -112,6 +121,8 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
     """
     import mlflow
     from mlflow.models import infer_signature
+
+    from registry.predictor.evaluation import DEPLOYABLE_BITS
 
     client = client or mlflow.MlflowClient()
     predictor = evaluation.predictor
@@ -157,7 +168,8 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
     version = mlflow.register_model(info.model_uri, PREDICTOR, tags=tags)
     client.update_registered_model(PREDICTOR, description=(
         "Predicts NLL after GPTQ (nats/token) with a conformal interval from RTN-time features "
-        "(Xu et al. 2024). Alias champion: best leave-one-family-out MAE; challenger: the newest "
+        f"(Xu et al. 2024). Alias champion: best leave-one-family-out MAE on formats of ≥ {DEPLOYABLE_BITS} bits; "
+        "challenger: the newest "
         "fit that did not beat it."))
     client.update_model_version(PREDICTOR, version.version, description=description or (
         f"{predictor.kind} on base {predictor.base}: LOFO MAE {evaluation.metrics['lofo_mae']:.4f} "
@@ -168,19 +180,30 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
 
 
 def _promote(client, version, evaluation, table, holdout_models) -> str:
+    from registry.predictor.evaluation import promotion_mae
+
     try:
         champion = client.get_model_version_by_alias(PREDICTOR, CHAMPION)
     except Exception:  # no champion yet: the first fit is it
         client.set_registered_model_alias(PREDICTOR, CHAMPION, version.version)
-        return f"champion: first version with a held-out evaluation (LOFO MAE {evaluation.metrics['lofo_mae']:.4f})"
-    new = evaluation.metrics["lofo_mae"]
+        return (f"champion: first version with a held-out evaluation "
+                f"({_promotion_label(evaluation.metrics)} {promotion_mae(evaluation.metrics):.4f})")
+    new = promotion_mae(evaluation.metrics)
     old, how = _champion_mae(client, champion, evaluation, table, holdout_models)
     shown_new, shown_old = _distinct(new, old)
+    label = _promotion_label(evaluation.metrics)
     if new < old:
         client.set_registered_model_alias(PREDICTOR, CHAMPION, version.version)
-        return f"champion: LOFO MAE {shown_new} < {shown_old} of version {champion.version} ({how})"
+        return f"champion: {label} {shown_new} < {shown_old} of version {champion.version} ({how})"
     client.set_registered_model_alias(PREDICTOR, CHALLENGER, version.version)
-    return f"challenger: LOFO MAE {shown_new} ≥ {shown_old} of champion version {champion.version} ({how})"
+    return f"challenger: {label} {shown_new} ≥ {shown_old} of champion version {champion.version} ({how})"
+
+
+def _promotion_label(metrics: dict) -> str:
+    from registry.predictor.evaluation import DEPLOYABLE_BITS, PROMOTION_METRIC
+
+    deployable = metrics.get(PROMOTION_METRIC)
+    return f"LOFO MAE at ≥ {DEPLOYABLE_BITS} bits" if deployable == deployable and deployable is not None else "LOFO MAE"
 
 
 def _distinct(a: float, b: float) -> tuple[str, str]:

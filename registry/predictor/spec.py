@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from registry.conformal import precision_bands
 from registry.predictor.tree_json import TreeEnsemble
 
 
@@ -16,8 +17,17 @@ def predict_from_spec(spec: dict, ensemble: TreeEnsemble, frame: pd.DataFrame) -
         raise ValueError(f"the loss predictor needs columns {missing}")
     base = frame[spec["base_column"]].to_numpy(float) if spec["base_column"] else 0.0
     point = ensemble.predict(frame[spec["features"]].to_numpy(float)) * spec_scale(spec, frame) + base
-    width = spec["halfwidth"]
+    width = spec_widths(spec, frame["precision"].to_numpy(float))
     return pd.DataFrame({"nll_gptq": point, "lower": point - width, "upper": point + width})
+
+
+def spec_widths(spec: dict, precision) -> np.ndarray:
+    """Per row of bit count `precision`, the conformal half-width (nats/token; inf: no interval)."""
+    precision = np.asarray(precision, dtype=float)
+    if "halfwidths" not in spec:  # versions registered before the per-band widths: one for all rows
+        return np.full(len(precision), float(spec["halfwidth"]))
+    widths = {b: np.inf if w is None else float(w) for b, w in spec["halfwidths"].items()}
+    return np.array([widths.get(b, np.inf) for b in precision_bands(precision, spec["interval_bands"])])
 
 
 def spec_scale(spec: dict, frame: pd.DataFrame) -> np.ndarray:

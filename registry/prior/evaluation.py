@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from registry.predictor.loss_predictor import conformal_halfwidth
+from registry.conformal import conformal_halfwidth
 from registry.prior.features import interval_groups, log_target
 from registry.prior.model import (
     fit_model,

@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from registry.conformal import INTERVAL_BANDS, precision_bands
+
 LN10 = math.log(10)
 DELTA_FLOOR = 1e-3  # nats/token: the smallest ΔNLL fitted in log space (8-bit rows print equal ppl)
 REFERENCE_CORPUS = "wikitext2"
@@ -103,19 +105,13 @@ def design(frame, fill: float, names=LINEAR_FEATURES) -> np.ndarray:
 # group's errors are alike: 2-bit RTN saturates (every model collapses to about the same loss, so its
 # log errors are small) while 3-bit RTN collapses for some families and not others; pooled, the
 # 3-bit rows got the 2-bit width and 77 % coverage. Each prior version records its bands.
-INTERVAL_BANDS = "p<=2,p=3,p>=4"
 LEGACY_BANDS = "p<=3,p>=4"  # versions fitted before the bands were recorded
 
 
 def interval_groups(frame, bands: str = INTERVAL_BANDS) -> np.ndarray:
     """Per row, its conformal group: method / the first band of `bands` its bit count falls in."""
-    bits = frame["precision"].to_numpy(float)
-    label = np.full(len(bits), "", dtype=object)
-    for band in reversed(bands.split(",")):  # the first matching band wins
-        op, value = (band[1:3], float(band[3:])) if band[1:3] in ("<=", ">=") else ("=", float(band[2:]))
-        hit = {"<=": bits <= value, ">=": bits >= value, "=": bits == value}[op]
-        label = np.where(hit, band, label)
-    return np.char.add(np.char.add(frame["method"].to_numpy(str), "/"), label.astype(str))
+    label = precision_bands(frame["precision"].to_numpy(float), bands)
+    return np.char.add(np.char.add(frame["method"].to_numpy(str), "/"), label)
 
 
 def log_target(delta_nll) -> np.ndarray:

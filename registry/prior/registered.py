@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from registry.prior.features import FRAME_COLUMNS, INTERVAL_BANDS
+from registry.conformal import INTERVAL_BANDS
+from registry.prior.features import FRAME_COLUMNS
 from registry.prior.spec import PRIOR, SCHEMA, LoadedPrior
 from registry.versions import (
     VersionNotFoundError,
