@@ -9,6 +9,7 @@ import click
 
 from advisor.candidates import collect_rows
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.json_output import echo_json
 from advisor.memory import MemoryPlan
 from advisor.options import memory_plan_options, methods_option, open_store, tracking_uri_option
 from advisor.recommend import mark_pareto
@@ -44,8 +45,7 @@ def models(tracking_uri, as_json):
     """The candidate catalog: parameters, training tokens, context, measured fp loss."""
     catalog = ensure_seeded(open_store(tracking_uri))
     if as_json:
-        click.echo(json.dumps({"catalog": catalog.reference, "models": [e.to_dict() for e in catalog.entries]},
-                              indent=2, default=str))
+        echo_json({"catalog": catalog.reference, "models": [e.to_dict() for e in catalog.entries]}, default=str)
         return
     click.echo(f"{catalog.reference}: {len(catalog.entries)} models "
                "(params / non-embedding / training tokens / context; fp NLL if measured)")
@@ -81,10 +81,10 @@ def pareto(model_names, formats_spec, methods, context, batch, runtime, experime
     mark_pareto(rows)
     front = sorted((r for r in rows if r.pareto), key=lambda r: r.memory["total"])
     if as_json:
-        click.echo(json.dumps({"versions": versions, "memory_plan": plan.as_dict(), "frontier": [
+        echo_json({"versions": versions, "memory_plan": plan.as_dict(), "frontier": [
             {"model": r.model, "format": r.format, "method": r.method, "bytes": r.memory["total"],
              "context": r.memory["context"],
-             "nll": r.nll, "bpb": r.bpb, "source": r.source} for r in front]}, indent=2))
+             "nll": r.nll, "bpb": r.bpb, "source": r.source} for r in front]})
         return
     click.echo(f"{len(front)} of {len(rows)} candidates on the frontier ({plan.describe()}; predicted bits/byte):")
     for r in front:
@@ -129,7 +129,7 @@ def explain(model, format_name, method, experiments, ref, tracking_uri, as_json)
                               if pairs else "none") + f"; and {err}") from None
     report = explain_prior(prior, ensure_seeded(client, experiments), model, format_name, method)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        echo_json(report)
         return
     f = report["facts"]
     head = (f"{report['model']} · {report['format']} · {method} by {prior.cite}: ΔNLL {report['delta_nll']:.4f} "
@@ -229,7 +229,7 @@ def _explain_predictor(client, model, format_name, rows, ref, as_json) -> None:
               "contributions": [{"feature": f, "value": float(row[f]), "contribution": float(c),
                                  "importance": importance.get(f)} for f, c in zip(FEATURES, parts)]}
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        echo_json(report)
         return
     click.echo(f"{model} · {format_name} · gptq by {predictor.uri}: NLL {report['prediction']:.4f} "
                + (f"± {width:.4f} nats/token" if math.isfinite(width) else "nats/token (no 90% interval at this bit count)")

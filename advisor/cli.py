@@ -6,13 +6,13 @@ Heavy libraries (torch, transformers) are imported inside the commands that need
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
 
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.json_output import echo_json
 from pipelines.quantize.formats import GRAMMAR, PRESETS, parse_formats
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -50,7 +50,7 @@ def formats(specs, preset, as_json):
                            f"presets: {', '.join(sorted(PRESETS))}")
     parsed = parse_formats(items)
     if as_json:
-        click.echo(json.dumps([f.as_dict() for f in parsed], indent=2))
+        echo_json([f.as_dict() for f in parsed])
         return
     from rich.console import Console
     from rich.table import Table

@@ -7,6 +7,7 @@ import json
 import click
 
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.json_output import echo_json
 from advisor.options import device_option, open_store, tracking_uri_option
 from registry.exports.exported_models import register_export
 
@@ -88,7 +89,7 @@ def export(model, format_name, method, out, gguf_file, dataset, calibration_size
         record["registered"] = f"{version.name}/{version.version}"
         Path(out, "quantization.json").write_text(json.dumps(record, indent=2))
     if as_json:
-        click.echo(json.dumps(record, indent=2))
+        echo_json(record)
         return
     click.echo(f"{out}: {record['format']} by {record['method']}, {record['onnx_file_bytes']:,} bytes "
                f"(weights as stored: {record['stored_bytes_estimate']:,}), NLL {record['nll_onnx']:.4f} nats/token "

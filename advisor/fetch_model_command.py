@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import click
 
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.json_output import echo_json
 from pipelines.sources.offline_models import (
     OfflineModelError,
     default_cache,
@@ -80,10 +80,10 @@ def fetch_model(name, out, models_file, as_json):
     if models_file:
         add_to_models_file(Path(models_file), entry)
     if as_json:
-        click.echo(json.dumps({"name": name, "gguf": str(gguf), "sha256": model.sha256,
-                               "model_dir": str(model_dir) if model_dir else None, "params": model.params,
-                               "license": model.license, "seconds": round(time.perf_counter() - start, 1),
-                               "models_entry": entry}, indent=2))
+        echo_json({"name": name, "gguf": str(gguf), "sha256": model.sha256,
+                  "model_dir": str(model_dir) if model_dir else None, "params": model.params,
+                  "license": model.license, "seconds": round(time.perf_counter() - start, 1),
+                  "models_entry": entry})
         return
     click.echo(str(model_dir or gguf))
     click.echo(models_yaml(entry))

@@ -18,6 +18,7 @@ import time
 import click
 
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.json_output import echo_json
 from advisor.memory import BudgetError, parse_memory
 from advisor.options import open_store, tracking_uri_option, writable_file
 from registry.versions import VersionNotFoundError, parse_reference, resolve_version
@@ -271,7 +272,7 @@ def gate(reference, max_nll, max_delta_nll, max_bytes, max_memory, min_sqnr, req
     if report["passed"]:
         record_pass(client, report, promote)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        echo_json(report)
     else:
         for c in report["checks"]:
             base = "" if c["baseline"] is None else f", baseline {c['baseline']:.6g}"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from advisor.errors import friendly_errors
+from advisor.json_output import echo_json
 from advisor.options import damping, dataset_option, device_option, eval_dtype_option
 from pipelines.quantize.formats import parse_formats
 from registry.exports.exported_models import register_export
@@ -89,7 +88,7 @@ def _run_measure(model, tokenizer, corpus, model_name, options):
         "variants": [{k: v for k, v in r.items() if not k.endswith("layers")} for r in records],
     }
     if options["as_json"]:
-        click.echo(json.dumps(summary, indent=2))
+        echo_json(summary)
         return
     _print_table(summary, plan.gptq, corpus.spec, seq_len)
 

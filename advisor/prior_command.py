@@ -16,6 +16,7 @@ import math
 import click
 
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.json_output import echo_json
 from advisor.options import open_store, tracking_uri_option
 from pipelines.quantize.formats import PRESETS, parse_format
 from registry.catalog.entries import CatalogError, CatalogNotFoundError, load_seed
@@ -235,9 +236,9 @@ def evaluate(ref, tracking_uri, as_json):
     document = load_evaluation(loaded, client)
     biases = family_bias(document["rows"])  # from the rows, so versions logged before it show it too
     if as_json:
-        click.echo(json.dumps({"prior": loaded.cite, "recipe": document["recipe"],
-                               "data_versions": loaded.params["data_versions"], "rows": document["rows"],
-                               "metrics": {**document["metrics"], "by_family": biases}}, indent=1))
+        echo_json({"prior": loaded.cite, "recipe": document["recipe"],
+                  "data_versions": loaded.params["data_versions"], "rows": document["rows"],
+                  "metrics": {**document["metrics"], "by_family": biases}}, indent=1)
         return
     m = document["metrics"]
     s = m["summary"]

@@ -6,7 +6,6 @@ memory model is arithmetic on the catalog's architecture numbers.
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -15,6 +14,7 @@ from advisor.answer_cache import cache_enabled, default_uri, normalized_uri, sto
 from advisor.answer_cache import load as load_cached
 from advisor.candidates import cached_prior, gather_inputs, rows_from_inputs
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.json_output import echo_json
 from advisor.memory import BudgetError, MemoryPlan, parse_memory
 from advisor.options import memory_plan_options, methods_option, open_store, tracking_uri_option, writable_file
 from advisor.recommend import NothingFits, choose, mark_pareto
@@ -106,7 +106,7 @@ def recommend(memory_text, models, formats_spec, methods, context, batch, runtim
     if export_dir:  # (never answered from the cache: client is the store's)
         report["export"] = _export_winner(ranked[0], report, export_dir, dataset, client, say)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        echo_json(report)
     else:
         _print(report, budget, plan)
         if export_dir:

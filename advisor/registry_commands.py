@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import click
 
 from advisor.errors import AdvisorError, friendly_errors
+from advisor.json_output import echo_json
 from advisor.options import open_store, tracking_uri_option
 from registry.api import list_versions
 from registry.conformal import widths_text
@@ -72,7 +72,7 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
                         "decision": decision, "rows": evaluation.train_rows, "metrics": evaluation.metrics,
                         "halfwidths": {b: w if math.isfinite(w) else None for b, w in evaluation.halfwidths.items()}})
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        echo_json(results)
         return
     for r in results:
         m = r["metrics"]
@@ -125,8 +125,8 @@ def fit_qid(experiments, families, bootstrap, seed, tracking_uri, max_bits, curr
                                f"{'; families ' + ', '.join(families) if families else ''})",
                                set_current=current, client=client)
     if as_json:
-        click.echo(json.dumps({"name": QID_LAW, "version": str(version.version), "fits": fits,
-                               "skipped": [str(w.message) for w in skipped]}, indent=2))
+        echo_json({"name": QID_LAW, "version": str(version.version), "fits": fits,
+                  "skipped": [str(w.message) for w in skipped]})
         return
     alias = " (alias current)" if current else ""
     click.echo(f"{QID_LAW}/{version.version}{alias}, from {len(rows)} variants:")
@@ -154,7 +154,7 @@ def versions(name, tracking_uri, as_json):
 
     rows = list_versions(name, open_store(tracking_uri))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo_json(rows)
         return
     for r in rows:
         aliases = f" [{', '.join(r['aliases'])}]" if r["aliases"] else ""
@@ -173,7 +173,7 @@ def lineage(reference, tracking_uri, as_json):
     name, ref = parse_reference(reference)
     info = version_lineage(client, name, ref)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        echo_json(info)
         return
     click.echo(f"{info['name']}/{info['version']} (aliases: {', '.join(info['aliases']) or 'none'})")
     click.echo(f"  fitted in run {info['run_id']} ({info['run_name']}), experiment {info['experiment']}")

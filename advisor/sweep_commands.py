@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import click
 
 from advisor.errors import AdvisorError, SweepFailed, friendly_errors
+from advisor.json_output import echo_json
 from advisor.options import (
     damping,
     dataset_option,
@@ -146,7 +146,7 @@ def sweep(models, models_file, formats_spec, dataset, methods, experiment, track
     if not no_catalog:  # measured models (and their fp loss) become candidates
         grow_catalog([config.experiment], say)
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        echo_json(results)
     failed = [name for model in results.values() for name, metrics in model.items() if metrics is None]
     if failed:
         total = sum(len(model) for model in results.values())
@@ -201,7 +201,7 @@ def landscape(model, gguf_file, dataset, formats_spec, seeds, step, max_db, seq_
     except TrackingError as err:
         raise AdvisorError(str(err)) from None
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        echo_json(result)
         return
     click.echo(f"logged run {result['run_id']}: NLL fp {result['nll_fp']:.4f} nats/token, "
                f"{len(result['points'])} profile points")

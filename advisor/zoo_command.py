@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from advisor.errors import friendly_errors
+from advisor.json_output import echo_json
 from advisor.options import device_option, tracking_uri_option
 from pipelines.zoo.presets import PRESETS, tokens_label
 from store.keys import use_store
@@ -46,7 +45,7 @@ def zoo(preset, out, dataset, seed, device, experiment, tracking_uri, as_json):
     config = ZooConfig(preset=preset, out=out, dataset=dataset, seed=seed, experiment=experiment, device=device)
     result = run_zoo(config, say=(lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True)))
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        echo_json(result)
         return
     click.echo(f"{len(result['checkpoints'])} checkpoints of {result['family']} in experiment {experiment}:")
     click.echo(f"  {'checkpoint':<28} {'N non-emb':>10} {'D tokens':>9} {'train':>7} {'val nats':>8} {'val bpb':>7}")

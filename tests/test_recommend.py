@@ -143,6 +143,35 @@ def test_without_a_predictor_measured_gptq_still_answers_and_unmeasured_gptq_is_
     assert "1 × GPTQ of a measured model, not measured, and no loss predictor" in again.output
 
 
+def strict_json(text: str):
+    """Parse as JSON proper: NaN and Infinity are Python's extension, which jq and browsers refuse."""
+    def refuse(constant):
+        raise AssertionError(f"{constant} in --json output")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_an_interval_without_bounds_is_null_in_the_json_and_infinite_in_the_table(fitted_uri):
+    import mlflow
+
+    # an unmeasured 3-bit GPTQ variant: the tiny table has 3 rows at 3 bits, too few for a 90 % width
+    client = mlflow.MlflowClient()
+    (lost,) = client.search_runs([client.get_experiment_by_name("ptq-sweep").experiment_id],
+                                 "params.method = 'gptq' and params.format = 'mxint3_32' and "
+                                 "tags.`mlflow.runName` LIKE 'llama-64%'")
+    client.delete_run(lost.info.run_id)
+    args = ["--memory", "1GB", "--models", "llama-64", "--formats", "mxint3_32", "--methods", "gptq"]
+    result = recommend(*args, "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = [r for r in strict_json(result.stdout)["rows"] if r["method"] == "gptq"]
+    assert row["source"] == "predictor" and row["nll"] > row["nll_fp"]
+    assert (row["nll_lower"], row["nll_upper"], row["lower"], row["upper"]) == (None, None, None, None)
+    text = recommend(*args)
+    assert text.exit_code == 0 and "± ∞" in text.stdout, text.output
+    fits = CliRunner().invoke(cli, ["fit-predictor", "--kind", "rf", "--json"])
+    assert fits.exit_code == 0, fits.output
+    assert strict_json(fits.stdout)[0]["halfwidths"]["p<=2"] is None
+
+
 def test_empty_store_is_seeded_saying_so(tracking_uri):
     result = recommend("--memory", "8GB", "--formats", "mxint4_32")
     assert result.exit_code == 0, result.output
