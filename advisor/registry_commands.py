@@ -52,9 +52,9 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
     """Fit the loss predictor on sweep runs and register it as ptq-loss-predictor.
 
     Every fit is judged leave-one-family-out; the champion alias moves only when the new version
-    beats it on the same held-out evaluation (MAE on the formats of 3 bits or more, where these
-    models are deployed), otherwise the new version becomes the challenger. Its 90 % intervals are
-    conformal per band of bits (≤ 2, 3, ≥ 4), each from its own band's held-out errors.
+    beats it on the same held-out evaluation (MAE over all rows; the MAE at 3 bits or more is shown
+    beside it), otherwise the new version becomes the challenger. Its 90 % intervals are conformal
+    per band of bits (≤ 2, 3, ≥ 4), each from its own band's held-out errors.
     """
     from registry.predictor.evaluation import DEPLOYABLE_BITS, evaluate_recipe
 

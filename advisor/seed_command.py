@@ -112,10 +112,10 @@ def _seed_measured(client, data, experiments, fit) -> None:
     present = [e for e in dict.fromkeys((*experiments, ZOO_EXPERIMENT)) if client.get_experiment_by_name(e)]
     query = TableQuery(tuple(present))
     table = build_feature_table(query, client)
-    # Three targets, the champion by held-out MAE on the formats of ≥ 3 bits (evaluation.py): relative
-    # to NLL_fp is the paper's; relative to NLL_rtn anchors predictions to the measured RTN loss, which
-    # holds up on a model that loses far more than any training model; the share of RTN's loss
-    # increase left after GPTQ also scales with it (docs/real-model-study.md compares them)
+    # Three targets, the champion by held-out MAE: relative to NLL_fp is the paper's; relative to
+    # NLL_rtn anchors predictions to the measured RTN loss, which holds up on a model that loses far
+    # more than any training model; the share of RTN's loss increase left after GPTQ also scales
+    # with it (docs/real-model-study.md compares them)
     for base in ("nll_fp", "nll_rtn", "rtn_fraction"):
         try:
             evaluation = evaluate_recipe({"kind": "rf", "base": base, "seed": 0}, table, (), 0.1)

@@ -96,20 +96,17 @@ def _plots(mlflow, evaluation) -> None:
 
 
 def _champion_mae(client, champion, evaluation, table, holdout_models) -> tuple[float, str]:
-    """The champion's promotion MAE on the new evaluation: recorded if same key (and a version
-    that recorded it), else its recipe re-evaluated."""
-    from registry.predictor.evaluation import PROMOTION_METRIC, evaluate_recipe, promotion_mae
+    """The champion's LOFO MAE on the new evaluation: recorded if same key, else recomputed."""
+    from registry.predictor.evaluation import evaluate_recipe
 
     if champion.tags.get("evaluation_key") == evaluation.key:
-        # the run's metrics, not the version tags: tags hold 6 significant digits, and a decision
+        # the run's metric, not the version tag: tags hold 6 significant digits, and a decision
         # between two fits that close must not turn on the rounding
         run = client.get_run(champion.run_id) if champion.run_id else None
-        recorded = run.data.metrics if run else {}
-        if ("lofo_mae" in recorded and PROMOTION_METRIC in recorded) or \
-                (recorded and PROMOTION_METRIC not in evaluation.metrics):
-            return promotion_mae(recorded), "recorded"
+        recorded = run.data.metrics.get("lofo_mae") if run else None
+        return float(champion.tags["lofo_mae"] if recorded is None else recorded), "recorded"
     recipe = json.loads(champion.tags["recipe"])
-    return promotion_mae(evaluate_recipe(recipe, table, holdout_models, evaluation.alpha).metrics), \
+    return evaluate_recipe(recipe, table, holdout_models, evaluation.alpha).metrics["lofo_mae"], \
         "its recipe re-evaluated here"
 
 
@@ -121,8 +118,6 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
     """
     import mlflow
     from mlflow.models import infer_signature
-
-    from registry.predictor.evaluation import DEPLOYABLE_BITS
 
     client = client or mlflow.MlflowClient()
     predictor = evaluation.predictor
@@ -168,8 +163,7 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
     version = mlflow.register_model(info.model_uri, PREDICTOR, tags=tags)
     client.update_registered_model(PREDICTOR, description=(
         "Predicts NLL after GPTQ (nats/token) with a conformal interval from RTN-time features "
-        f"(Xu et al. 2024). Alias champion: best leave-one-family-out MAE on formats of ≥ {DEPLOYABLE_BITS} bits; "
-        "challenger: the newest "
+        "(Xu et al. 2024). Alias champion: best leave-one-family-out MAE; challenger: the newest "
         "fit that did not beat it."))
     client.update_model_version(PREDICTOR, version.version, description=description or (
         f"{predictor.kind} on base {predictor.base}: LOFO MAE {evaluation.metrics['lofo_mae']:.4f} "
@@ -180,30 +174,19 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
 
 
 def _promote(client, version, evaluation, table, holdout_models) -> str:
-    from registry.predictor.evaluation import promotion_mae
-
     try:
         champion = client.get_model_version_by_alias(PREDICTOR, CHAMPION)
     except Exception:  # no champion yet: the first fit is it
         client.set_registered_model_alias(PREDICTOR, CHAMPION, version.version)
-        return (f"champion: first version with a held-out evaluation "
-                f"({_promotion_label(evaluation.metrics)} {promotion_mae(evaluation.metrics):.4f})")
-    new = promotion_mae(evaluation.metrics)
+        return f"champion: first version with a held-out evaluation (LOFO MAE {evaluation.metrics['lofo_mae']:.4f})"
+    new = evaluation.metrics["lofo_mae"]
     old, how = _champion_mae(client, champion, evaluation, table, holdout_models)
     shown_new, shown_old = _distinct(new, old)
-    label = _promotion_label(evaluation.metrics)
     if new < old:
         client.set_registered_model_alias(PREDICTOR, CHAMPION, version.version)
-        return f"champion: {label} {shown_new} < {shown_old} of version {champion.version} ({how})"
+        return f"champion: LOFO MAE {shown_new} < {shown_old} of version {champion.version} ({how})"
     client.set_registered_model_alias(PREDICTOR, CHALLENGER, version.version)
-    return f"challenger: {label} {shown_new} ≥ {shown_old} of champion version {champion.version} ({how})"
-
-
-def _promotion_label(metrics: dict) -> str:
-    from registry.predictor.evaluation import DEPLOYABLE_BITS, PROMOTION_METRIC
-
-    deployable = metrics.get(PROMOTION_METRIC)
-    return f"LOFO MAE at ≥ {DEPLOYABLE_BITS} bits" if deployable == deployable and deployable is not None else "LOFO MAE"
+    return f"challenger: LOFO MAE {shown_new} ≥ {shown_old} of champion version {champion.version} ({how})"
 
 
 def _distinct(a: float, b: float) -> tuple[str, str]:
