@@ -36,11 +36,12 @@ def sweep_data_options(command):
 @click.option("--dataset-digest", default=None, help="Only runs evaluated on this dataset.")
 @click.option("--kind", type=click.Choice(["rf", "xgb", "both"]), default="both", show_default=True,
               help="Random forest (Xu et al.: 120 trees, depth 8), XGBoost, or one version of each.")
-@click.option("--base", type=click.Choice(["rtn_fraction", "nll_fp", "nll_rtn", "none"]), default="rtn_fraction",
+@click.option("--base", type=click.Choice(["nll_fp", "rtn_fraction", "nll_rtn", "none"]), default="nll_fp",
               show_default=True,
-              help="rtn_fraction: learn (NLL_gptq − NLL_fp) / (NLL_rtn − NLL_fp), the share of RTN's loss "
-                   "increase GPTQ leaves (the best held-out error on the real models); else learn "
-                   "NLL_gptq minus this column (nll_fp: Xu et al.'s relative target; none: their absolute NLL).")
+              help="Learn NLL_gptq minus this column: nll_fp is Xu et al.'s relative target (on the real "
+                   "models the lowest held-out MAE over all formats and the best picks under a budget); "
+                   "rtn_fraction learns (NLL_gptq − NLL_fp) / (NLL_rtn − NLL_fp), the share of RTN's loss "
+                   "increase GPTQ leaves (lower MAE at ≥ 3 bits, worse picks); none: their absolute NLL.")
 @click.option("--holdout", "holdouts", multiple=True,
               help="Model (parent run name) kept out of the fit and reported as a test set (repeatable).")
 @click.option("--alpha", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,

@@ -12,8 +12,8 @@ def test_fit_predictor_registers_rf_and_xgb_and_lineage_traces_the_runs(swept_ur
     assert result.exit_code == 0, result.output
     fits = json.loads(result.stdout)
     # the default target is the one with the lowest held-out error on the real models
-    assert [(f["version"], f["kind"], f["base"]) for f in fits] == [("1", "rf", "rtn_fraction"),
-                                                                    ("2", "xgb", "rtn_fraction")]
+    assert [(f["version"], f["kind"], f["base"]) for f in fits] == [("1", "rf", "nll_fp"),
+                                                                    ("2", "xgb", "nll_fp")]
     assert fits[0]["decision"].startswith("champion: first version")
     assert fits[1]["decision"].split(":")[0] in ("champion", "challenger")
     assert fits[0]["rows"] == 12 and fits[0]["metrics"]["lofo_mae"] > 0
