@@ -39,22 +39,30 @@ def band_metric_name(band: str) -> str:
     return band.replace("p<=", "le").replace("p>=", "ge").replace("p=", "eq")
 
 
-def band_widths(residuals, bands, alpha: float, all_bands: str = INTERVAL_BANDS) -> dict:
-    """band → conformal half-width from the residuals of that band (inf where too few)."""
-    residuals, bands = np.asarray(residuals, dtype=float), np.asarray(bands)
-    return {band: conformal_halfwidth(residuals[bands == band], alpha) for band in all_bands.split(",")}
+def finite_halfwidth(residuals, alpha: float) -> float:
+    """The half-width from the finite residuals only (a prediction that failed is no evidence)."""
+    residuals = np.asarray(residuals, dtype=float)
+    return conformal_halfwidth(residuals[np.isfinite(residuals)], alpha)
 
 
-def heldout_band_coverage(residuals, bands, groups, alpha: float) -> float:
-    """Coverage when each group (model family) is held out: its width per band from the other
-    groups' residuals of that band."""
-    residuals, bands, groups = np.asarray(residuals, dtype=float), np.asarray(bands), np.asarray(groups)
-    hits = []
-    for group in np.unique(groups):
-        for band in np.unique(bands[groups == group]):
-            rows = (groups == group) & (bands == band)
-            hits += list(residuals[rows] <= conformal_halfwidth(residuals[(groups != group) & (bands == band)], alpha))
-    return float(np.mean(hits)) if hits else float("nan")
+def group_widths(residuals, groups, alpha: float, names=None) -> dict:
+    """group → conformal half-width from that group's finite residuals, for every group present
+    (or every one of `names`; inf where too few)."""
+    residuals, groups = np.asarray(residuals, dtype=float), np.asarray(groups)
+    names = [str(g) for g in np.unique(groups)] if names is None else list(names)
+    return {name: finite_halfwidth(residuals[groups == name], alpha) for name in names}
+
+
+def heldout_widths(residuals, families, groups, alpha: float) -> np.ndarray:
+    """Per row: the half-width its family would get held out — from the other families' residuals
+    in the same group (a band of bits, or method / band)."""
+    residuals, families, groups = (np.asarray(a) for a in (residuals, families, groups))
+    widths = np.full(len(residuals), np.inf)
+    for family in np.unique(families):
+        for group in np.unique(groups[families == family]):
+            rows = (families == family) & (groups == group)
+            widths[rows] = finite_halfwidth(residuals[(families != family) & (groups == group)], alpha)
+    return widths
 
 
 def band_label(band: str) -> str:

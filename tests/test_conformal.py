@@ -7,9 +7,9 @@ import numpy as np
 from registry.conformal import (
     band_label,
     band_metric_name,
-    band_widths,
     conformal_halfwidth,
-    heldout_band_coverage,
+    group_widths,
+    heldout_widths,
     precision_bands,
     widths_text,
 )
@@ -34,8 +34,10 @@ def test_each_band_gets_the_width_of_its_own_residuals():
     # a few huge 2-bit errors must not widen the 4-bit interval
     bits = np.array([2] * 10 + [4] * 10)
     residuals = np.concatenate([np.full(10, 20.0), np.linspace(0.01, 0.1, 10)])
-    widths = band_widths(residuals, precision_bands(bits), 0.1)
+    widths = group_widths(residuals, precision_bands(bits), 0.1, ["p<=2", "p=3", "p>=4"])
     assert widths == {"p<=2": 20.0, "p=3": math.inf, "p>=4": conformal_halfwidth(residuals[10:], 0.1)}
+    assert list(group_widths(residuals, precision_bands(bits), 0.1)) == ["p<=2", "p>=4"]  # the groups present
+    assert group_widths([np.nan, 1.0], ["a", "a"], 0.5) == {"a": 1.0}  # a failed prediction is no evidence
     assert widths["p>=4"] < 0.11
     assert widths_text(widths) == "±0.1000 at ≥ 4 bits, none at 3 bits, ±20.0000 at ≤ 2 bits"
 
@@ -45,6 +47,7 @@ def test_held_out_coverage_takes_each_groups_width_from_the_others():
     groups = np.array(["a"] * 10 + ["b"] * 10 + ["c"] * 10)
     residuals = np.concatenate([np.linspace(0.1, 1, 10), np.linspace(1, 10, 10) * 1.5, np.linspace(0.1, 1, 10)])
     bands = precision_bands(np.full(30, 4))
-    coverage = heldout_band_coverage(residuals, bands, groups, 0.1)
-    inside_b = np.sum(residuals[10:20] <= conformal_halfwidth(np.r_[residuals[:10], residuals[20:]], 0.1))
-    assert inside_b == 0 and 0.5 < coverage < 0.7  # a and c covered by b's wide errors, b by nobody
+    widths = heldout_widths(residuals, groups, bands, 0.1)
+    assert (widths[10:20] == conformal_halfwidth(np.r_[residuals[:10], residuals[20:]], 0.1)).all()
+    inside = residuals <= widths
+    assert inside[:10].all() and inside[20:].all() and not inside[10:20].any()  # b is covered by nobody

@@ -19,8 +19,8 @@ import numpy as np
 from registry.conformal import (
     INTERVAL_BANDS,
     band_metric_name,
-    band_widths,
-    heldout_band_coverage,
+    group_widths,
+    heldout_widths,
     precision_bands,
 )
 from registry.predictor.feature_table import TARGET
@@ -105,8 +105,8 @@ def evaluate_recipe(recipe: dict, table, holdout_models=(), alpha: float = DEFAU
         metrics |= {"lofo_mae_deployable": deployed["mae"], "lofo_spearman_deployable": deployed["spearman"]}
     residuals = np.abs(observed - lofo)
     bands = precision_bands(train["precision"])
-    halfwidths = band_widths(residuals, bands, alpha)
-    metrics["lofo_coverage"] = heldout_band_coverage(residuals, bands, families, alpha)
+    halfwidths = group_widths(residuals, bands, alpha, INTERVAL_BANDS.split(","))
+    metrics["lofo_coverage"] = float(np.mean(residuals <= heldout_widths(residuals, families, bands, alpha)))
     final = LossPredictor(**recipe).fit(train, train[TARGET])
     predictions = labelled[["model", "model_family", "format", "precision", "rtn_run_id", "gptq_run_id", TARGET]].copy()
     predictions["split"] = np.where(held, "holdout", "lofo")

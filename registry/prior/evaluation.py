@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from registry.conformal import conformal_halfwidth
+from registry.conformal import group_widths, heldout_widths
 from registry.prior.features import interval_groups, log_target
 from registry.prior.model import (
     fit_model,
@@ -53,27 +53,6 @@ def _lofo(recipe, frame, delta, families):
         except InputError:
             pass  # too few rows with D outside this family: no refitted law for it
     return prior, hidden, qid
-
-
-def _finite_width(errors, alpha) -> float:
-    return conformal_halfwidth(errors[np.isfinite(errors)], alpha)
-
-
-def heldout_widths(errors, families, groups, alpha) -> np.ndarray:
-    """Per row: the half-width its family would get held out — from the other families' |log
-    errors| in the same interval group."""
-    widths = np.full(len(errors), np.inf)
-    for family in np.unique(families):
-        for group in np.unique(groups):
-            rows = (families == family) & (groups == group)
-            if rows.any():
-                widths[rows] = _finite_width(errors[(families != family) & (groups == group)], alpha)
-    return widths
-
-
-def group_widths(errors, groups, alpha) -> dict:
-    """interval group → conformal half-width (log space) from all held-out |log errors| of the group."""
-    return {str(g): _finite_width(errors[groups == g], alpha) for g in np.unique(groups)}
 
 
 def _spearman(a, b) -> float:
