@@ -224,7 +224,7 @@ def _explain_predictor(client, model, format_name, rows, ref, as_json) -> None:
     report = {"model": model, "format": format_name, "predictor": predictor.uri,
               "base_column": spec["base_column"], "base": base, "scale_column": spec.get("scale_column"),
               "scale": scale, "bias": bias,
-              "prediction": base + bias + float(parts.sum()), "halfwidth": width if math.isfinite(width) else None,
+              "prediction": base + bias + float(parts.sum()), "halfwidth": width,
               "measured_nll_gptq": None if row["nll_gptq"] != row["nll_gptq"] else float(row["nll_gptq"]),
               "contributions": [{"feature": f, "value": float(row[f]), "contribution": float(c),
                                  "importance": importance.get(f)} for f, c in zip(FEATURES, parts)]}

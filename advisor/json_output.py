@@ -23,10 +23,6 @@ def strict(value):
     return value
 
 
-def dumps(value, indent: int = 2, default=None) -> str:
-    return json.dumps(strict(value), indent=indent, default=default, allow_nan=False)
-
-
 def echo_json(value, indent: int = 2, default=None) -> None:
     """Print `value` as strict JSON (non-finite numbers as null)."""
-    click.echo(dumps(value, indent, default))
+    click.echo(json.dumps(strict(value), indent=indent, default=default, allow_nan=False))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import click
 
 from advisor.errors import AdvisorError, friendly_errors
@@ -71,7 +69,7 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
         version, decision = register_evaluation(evaluation, table, query, holdouts, client=client)
         results.append({"name": version.name, "version": str(version.version), "kind": recipe_kind, "base": base,
                         "decision": decision, "rows": evaluation.train_rows, "metrics": evaluation.metrics,
-                        "halfwidths": {b: w if math.isfinite(w) else None for b, w in evaluation.halfwidths.items()}})
+                        "halfwidths": evaluation.halfwidths})  # inf (no interval) prints as null
     if as_json:
         echo_json(results)
         return

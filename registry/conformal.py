@@ -34,6 +34,12 @@ def precision_bands(bits, bands: str = INTERVAL_BANDS) -> np.ndarray:
     return label.astype(str)
 
 
+def row_widths(halfwidths: dict, bits, bands: str = INTERVAL_BANDS) -> np.ndarray:
+    """Per bit count, its band's half-width from `halfwidths` (band → width; None or absent: inf)."""
+    widths = {b: np.inf if w is None else float(w) for b, w in halfwidths.items()}
+    return np.array([widths.get(b, np.inf) for b in precision_bands(bits, bands)], dtype=float)
+
+
 def band_metric_name(band: str) -> str:
     """A band as MLflow allows in a metric name: p<=2 → le2, p=3 → eq3, p>=4 → ge4."""
     return band.replace("p<=", "le").replace("p>=", "ge").replace("p=", "eq")

@@ -22,6 +22,7 @@ from registry.conformal import (
     group_widths,
     heldout_widths,
     precision_bands,
+    row_widths,
 )
 from registry.predictor.feature_table import TARGET
 from registry.predictor.loss_predictor import LossPredictor
@@ -79,7 +80,7 @@ class Evaluation:
 
     def widths(self, precision) -> np.ndarray:
         """Per row of bit count `precision`, its interval's half-width."""
-        return np.array([self.halfwidths.get(b, np.inf) for b in precision_bands(precision, self.bands)])
+        return row_widths(self.halfwidths, precision, self.bands)
 
 
 def evaluate_recipe(recipe: dict, table, holdout_models=(), alpha: float = DEFAULT_ALPHA) -> Evaluation:

@@ -16,7 +16,6 @@ rows predicted while their family was held out, so it reflects how wrong the pre
 
 from __future__ import annotations
 
-
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from registry.conformal import precision_bands
+from registry.conformal import row_widths
 from registry.predictor.tree_json import TreeEnsemble
 
 
@@ -26,8 +26,7 @@ def spec_widths(spec: dict, precision) -> np.ndarray:
     precision = np.asarray(precision, dtype=float)
     if "halfwidths" not in spec:  # versions registered before the per-band widths: one for all rows
         return np.full(len(precision), float(spec["halfwidth"]))
-    widths = {b: np.inf if w is None else float(w) for b, w in spec["halfwidths"].items()}
-    return np.array([widths.get(b, np.inf) for b in precision_bands(precision, spec["interval_bands"])])
+    return row_widths(spec["halfwidths"], precision, spec["interval_bands"])
 
 
 def spec_scale(spec: dict, frame: pd.DataFrame) -> np.ndarray:
