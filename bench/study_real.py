@@ -424,6 +424,9 @@ def main(argv=None):
     parser.add_argument("--export", default=None, metavar="FILE",
                         help="also write the measured runs (with provenance) as the data file `advisor seed` "
                              "imports, e.g. registry/data/measured-runs.json.gz")
+    parser.add_argument("--export-from", action="append", default=None, metavar="URI",
+                        help="export from these stores, oldest first, merged (a model's newest parent, each "
+                             "(format, method) from the newest store that measured it) [--tracking-uri]")
     parser.add_argument("--export-only", action="store_true", help="write the --export file and stop")
     args = parser.parse_args(argv)
 
@@ -440,16 +443,21 @@ def main(argv=None):
     use_store(args.tracking_uri)
     client = mlflow.MlflowClient()
     if args.export:
-        from registry.measured_data import export
+        from registry.measured_data import export_merged
 
+        sources = [mlflow.MlflowClient(uri) for uri in args.export_from] if args.export_from else [client]
         experiments = tuple(args.experiment or DEFAULT_EXPERIMENTS)
         if args.experiment is None:
             experiments += tuple(name for name in (FP_HESSIANS_EXPERIMENT, HESSIANS_EXPERIMENT)
-                                 if client.get_experiment_by_name(name) is not None)
-        header = export(client, experiments, args.export,
-                        note=f"exported by `python bench/study_real.py {' '.join(argv or sys.argv[1:])}`")
+                                 if any(c.get_experiment_by_name(name) is not None for c in sources))
+        header = export_merged(sources, experiments, args.export,
+                               note=f"exported by `python bench/study_real.py {' '.join(argv or sys.argv[1:])}`")
         print(f"{args.export}: data version {header['data_version']}, {header['models']} models, "
               f"{header['variants']} variants", file=sys.stderr)
+        if "merged" in header:
+            m = header["merged"]
+            print(f"merged {m['stores']} stores: {m['replaced']} variants measured in more than one, "
+                  f"{m['identical']} of them identical; changed:", *m["changed"], sep="\n  ", file=sys.stderr)
     if args.export_only:
         return
     table = build_feature_table(TableQuery(tuple(args.experiment or DEFAULT_EXPERIMENTS)), client)

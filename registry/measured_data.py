@@ -8,7 +8,8 @@ versions that measured it, the source store's run ids. Its data version is a has
 Importing recreates the runs (tagged `ptq.seed_data` = version, `ptq.source_run_id`), so the
 feature table, the predictor fits, the catalog and the MLflow UI treat them like local sweeps;
 an import is idempotent (a parent or variant whose key is already FINISHED there is skipped).
-Artifacts (per-layer SQNR tables, landscape plots) stay in the source store.
+Artifacts (per-layer SQNR tables, landscape plots) stay in the source store. Several stores can
+be merged into one file (`merge`): a partial re-measurement replaces exactly what it measured.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import datetime
 import gzip
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 from store.errors import InputError
@@ -77,6 +79,47 @@ def collect(client, experiments, families=()) -> list[dict]:
     return sorted(out, key=lambda m: (m["experiment"], m["name"]))
 
 
+def _variant_id(record: dict) -> tuple:
+    return record["params"].get("format"), record["params"].get("method")
+
+
+def merge(collections: list[list[dict]]) -> tuple[list[dict], dict]:
+    """Records `collect`ed from several stores, oldest first, as one list; what their overlap showed.
+
+    A model (experiment, name) takes its parent from the newest store that has it, and each
+    (format, method) variant from the newest store that measured it. So a re-measurement of part of
+    a grid (say, one method after a change to its code) replaces exactly that part. A variant kept
+    from an older store is given its own parent's `code_version` where it logs none, so the file
+    still says which code measured each row. Overlap: for every (format, method) measured in more
+    than one store, whether the newer `delta_nll` equals the older (|Δ| ≤ 1e-9) — the check that
+    an unchanged method still gives the same numbers.
+    """
+    merged, report = {}, {"replaced": 0, "identical": 0, "changed": []}
+    for models in collections:
+        names = [(m["experiment"], m["name"]) for m in models]
+        if len(set(names)) != len(names):
+            raise MeasuredDataError("a store holds two parent runs of one model in one experiment; "
+                                    "export them separately")
+        for model in models:
+            key, code = (model["experiment"], model["name"]), model["params"].get("code_version")
+            variants = dict(merged[key]["variants"]) if key in merged else {}
+            for variant in model["variants"]:
+                if code and "code_version" not in variant["params"]:
+                    variant = {**variant, "params": {**variant["params"], "code_version": code}}
+                previous = variants.get(_variant_id(variant))
+                if previous is not None:
+                    report["replaced"] += 1
+                    before, after = (r["metrics"].get("delta_nll") for r in (previous, variant))
+                    if before is not None and after is not None and abs(before - after) <= 1e-9:
+                        report["identical"] += 1
+                    else:
+                        report["changed"].append(f"{variant['name']}: {before} -> {after}")
+                variants[_variant_id(variant)] = variant
+            merged[key] = {**model, "variants": variants}
+    out = [{**m, "variants": sorted(m["variants"].values(), key=lambda r: r["name"])} for m in merged.values()]
+    return sorted(out, key=lambda m: (m["experiment"], m["name"])), report
+
+
 def provenance(models: list) -> dict:
     """What measured the data: per model its fingerprint, corpus, settings and code version."""
     rows = {}
@@ -86,6 +129,9 @@ def provenance(models: list) -> dict:
                            "fingerprint": p.get("model_fingerprint"), "gguf_file": p.get("gguf_file"),
                            "dataset": p.get("dataset"), "dataset_digest": p.get("dataset_digest"),
                            "code_version": p.get("code_version"), "variants": len(m["variants"]),
+                           # which code measured the variants (a merged file mixes versions, see merge)
+                           "variant_code_versions": dict(sorted(Counter(
+                               v["params"].get("code_version", p.get("code_version")) for v in m["variants"]).items())),
                            "settings": {k[len("setting."):]: v for k, v in p.items() if k.startswith("setting.")}}
     return rows
 
@@ -98,10 +144,26 @@ def export(client, experiments, path: str | Path = DEFAULT_FILE, families=(), no
     return write(models, experiments, path, note)
 
 
-def write(models: list, experiments, path: str | Path = DEFAULT_FILE, note: str = "") -> dict:
+def export_merged(clients, experiments, path: str | Path = DEFAULT_FILE, families=(), note: str = "") -> dict:
+    """Like `export`, from several stores, oldest first, merged (see `merge`); the header says the overlap."""
+    collections = []
+    for experiment in experiments:
+        if not any(c.get_experiment_by_name(experiment) for c in clients):
+            raise MeasuredDataError(f"no experiment {experiment!r} in any of the stores")
+    for client in clients:
+        present = [e for e in experiments if client.get_experiment_by_name(e) is not None]
+        collections.append(collect(client, present, families))
+    models, report = merge(collections)
+    if not models:
+        raise MeasuredDataError(f"no finished sweep runs in {', '.join(experiments)}")
+    return write(models, experiments, path, note,
+                 merged={"stores": len(clients), **report} if len(clients) > 1 else None)
+
+
+def write(models: list, experiments, path: str | Path = DEFAULT_FILE, note: str = "", merged=None) -> dict:
     """Write collected model records (see `collect`) as a data file; its header."""
     header = {"format": FORMAT, "data_version": content_version(models),
-              "created": datetime.date.today().isoformat(), "note": note,
+              "created": datetime.date.today().isoformat(), "note": note, **({"merged": merged} if merged else {}),
               "experiments": list(experiments), "models": len(models),
               "variants": sum(len(m["variants"]) for m in models), "provenance": provenance(models)}
     path = Path(path)

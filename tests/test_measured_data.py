@@ -3,11 +3,12 @@
 import gzip
 import json
 
+import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from advisor.cli import cli
-from registry.measured_data import DATA_TAG, export, load
+from registry.measured_data import DATA_TAG, MeasuredDataError, export, load
 from registry.predictor.feature_table import TableQuery, build_feature_table
 from store.keys import use_store
 
@@ -124,3 +125,47 @@ def test_a_store_keeps_its_artifacts_beside_its_database_not_in_the_working_dire
     assert answer.exit_code == 0, answer.output
     assert json.loads(answer.stdout)["versions"]["measured-data"]
 
+
+
+def test_a_partial_re_measurement_replaces_exactly_what_it_measured(sweep_store, tmp_path):
+    import copy
+
+    from registry.measured_data import collect, merge, write
+
+    older = collect(MlflowClient(f"sqlite:///{sweep_store}"), ("ptq-sweep",))
+    # a later store that re-measured GPTQ only (say, after a change to GPTQ's code): one number moved
+    newer = copy.deepcopy(older)
+    for model in newer:
+        model["params"]["code_version"] = "0.1.0+newer"
+        model["variants"] = [v for v in model["variants"] if v["params"]["method"] == "gptq"]
+        for v in model["variants"]:
+            v["params"]["code_version"], v["source_run_id"] = "0.1.0+newer", "new-" + v["source_run_id"]
+    moved = newer[0]["variants"][0]
+    before = moved["metrics"]["delta_nll"]
+    moved["metrics"]["delta_nll"] = before + 0.25
+    for v in older[0]["variants"]:
+        v["params"].pop("code_version", None)  # as the first real-model sweep logged them
+
+    models, report = merge([older, newer])
+    n_gptq = sum(len(m["variants"]) for m in newer)
+    assert [(m["experiment"], m["name"]) for m in models] == [(m["experiment"], m["name"]) for m in older]
+    assert sum(len(m["variants"]) for m in models) == sum(len(m["variants"]) for m in older)
+    assert report["replaced"] == n_gptq and report["identical"] == n_gptq - 1
+    assert report["changed"] == [f"{moved['name']}: {before} -> {before + 0.25}"]
+    for model in models:
+        assert model["params"]["code_version"] == "0.1.0+newer"  # the newest parent
+        for v in model["variants"]:
+            newest = v["params"]["method"] == "gptq"
+            assert v["source_run_id"].startswith("new-") == newest
+            # a kept RTN row still names the code that measured it: its own parent's
+            assert v["params"]["code_version"] == ("0.1.0+newer" if newest else
+                                                   next(o for o in older if o["name"] == model["name"])
+                                                   ["params"]["code_version"])
+    header = write(models, ("ptq-sweep",), tmp_path / "merged.json.gz")
+    counts = header["provenance"][older[0]["name"]]["variant_code_versions"]
+    assert counts["0.1.0+newer"] == len(newer[0]["variants"]) and sum(counts.values()) == len(older[0]["variants"])
+    assert load(tmp_path / "merged.json.gz")["data_version"] == header["data_version"]
+
+    twice = older + [copy.deepcopy(older[0])]
+    with pytest.raises(MeasuredDataError, match="two parent runs of one model"):
+        merge([twice])  # an ambiguous store is refused, not silently resolved
