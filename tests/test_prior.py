@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from advisor.cli import cli
 from advisor.prior_command import describe, sqnr_table
 from registry.catalog.entries import load_seed
-from registry.prior.evaluation import evaluate, family_bias, rtn_above_gptq
 from registry.conformal import INTERVAL_BANDS
+from registry.prior.evaluation import evaluate, family_bias, rtn_above_gptq
 from registry.prior.features import (
     FRAME_COLUMNS,
     LEGACY_BANDS,
@@ -170,6 +170,14 @@ def test_prior_fit_evaluate_recommend_and_explain_through_the_cli(tracking_uri, 
     fitted = CliRunner().invoke(cli, ["prior", "fit", "--kind", "ridge", "--published", str(small_file)])
     assert fitted.exit_code == 0, fitted.output
     assert "ptq-prior/1 (ridge): held-out median fold error" in fitted.output and "champion: first version" in fitted.output
+    # the registered model answers through MLflow's pyfunc too, for numbers typed as JSON clients send them
+    import mlflow
+
+    served = mlflow.pyfunc.load_model("models:/ptq-prior@champion")
+    facts = {"non_embedding_params": 6.5e9, "train_tokens": 2e12, "method": "gptq", "sqnr_db": 20.0,
+             "precision": 4.0, "format_family": "mxint", "granularity": "block", "corpus": "wikitext2"}
+    answers = served.predict(pd.DataFrame([facts, {**facts, "precision": 4}]))
+    assert answers["delta_nll"].nunique() == 1 and (answers["lower"] < answers["delta_nll"]).all()
 
     evaluated = CliRunner().invoke(cli, ["prior", "evaluate", "--json"])
     assert evaluated.exit_code == 0, evaluated.output

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,19 +140,23 @@ def register_fit(fit: PriorFit, published_path: str | None = None, client=None, 
         mlflow.log_metrics({k: v for k, v in summary.items() if v is not None})
         published = fit.frame[fit.frame["origin"] == "published"]
         if len(published):  # the published rows it learned from, as a dataset whose digest is the data version
-            dataset = mlflow.data.from_pandas(published.drop(columns=["link"]).astype(str),
-                                              source=published_path or "registry/data/published-results.yaml",
-                                              name="published-results", digest=versions.get("published"))
+            with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns of it
+                warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+                dataset = mlflow.data.from_pandas(published.drop(columns=["link"]).astype(str),
+                                                  source=published_path or "registry/data/published-results.yaml",
+                                                  name="published-results", digest=versions.get("published"))
             mlflow.log_input(dataset, context="training")
         mlflow.log_dict(fit.evaluation, "evaluation.json")
         _plot(mlflow, fit)
         path = Path(tmp) / "prior.json"
         path.write_text(json.dumps(fit.params))
-        sample = fit.frame.head(3)[list(FRAME_COLUMNS)]
+        # numbers as doubles: a schema of int64 refuses `precision: 4.0` (what JSON clients send) and
+        # any missing value, where double accepts ints and floats alike
+        sample = fit.frame.head(3)[list(FRAME_COLUMNS)].astype({"precision": float})
         output = LoadedPrior(PRIOR, "new", fit.params).predict(sample).drop(columns="unknown_d")
         info = mlflow.pyfunc.log_model(name="model", python_model=_CODE, artifacts={"prior": str(path)},
                                        signature=infer_signature(pd.DataFrame(sample), output),
-                                       pip_requirements=PIP_REQUIREMENTS)
+                                       input_example=pd.DataFrame(sample), pip_requirements=PIP_REQUIREMENTS)
     tags = {"recipe": json.dumps(fit.recipe), "evaluation_key": fit.params["evaluation_key"],
             "published_data_version": str(versions.get("published")),
             "measured_data_versions": ",".join(versions.get("measured", [])) or "none",
