@@ -121,11 +121,12 @@ def merge(collections: list[list[dict]]) -> tuple[list[dict], dict]:
 
 
 def provenance(models: list) -> dict:
-    """What measured the data: per model its fingerprint, corpus, settings and code version."""
+    """What measured the data: per model run ("experiment/model") its fingerprint, corpus, settings and
+    code versions. (One model can have runs in several experiments, each measured differently.)"""
     rows = {}
     for m in models:
         p = m["params"]
-        rows[m["name"]] = {"family": p.get("family"), "model": p.get("model"),
+        rows[f"{m['experiment']}/{m['name']}"] = {"family": p.get("family"), "model": p.get("model"),
                            "fingerprint": p.get("model_fingerprint"), "gguf_file": p.get("gguf_file"),
                            "dataset": p.get("dataset"), "dataset_digest": p.get("dataset_digest"),
                            "code_version": p.get("code_version"), "variants": len(m["variants"]),

@@ -96,6 +96,8 @@ def test_the_embedded_data_file_loads_and_names_its_provenance():
     data = load(DEFAULT_FILE)  # written by `bench/study_real.py --export` (make study)
     assert data["variants"] == sum(len(m["variants"]) for m in data["runs"]) > 0
     assert all(p["fingerprint"] and p["code_version"] for p in data["provenance"].values())
+    # every model run of every experiment is named, none overwritten by another experiment's
+    assert set(data["provenance"]) == {f"{m['experiment']}/{m['name']}" for m in data["runs"]}
 
 
 def test_a_store_keeps_its_artifacts_beside_its_database_not_in_the_working_directory(
@@ -162,7 +164,7 @@ def test_a_partial_re_measurement_replaces_exactly_what_it_measured(sweep_store,
                                                    next(o for o in older if o["name"] == model["name"])
                                                    ["params"]["code_version"])
     header = write(models, ("ptq-sweep",), tmp_path / "merged.json.gz")
-    counts = header["provenance"][older[0]["name"]]["variant_code_versions"]
+    counts = header["provenance"][f"ptq-sweep/{older[0]['name']}"]["variant_code_versions"]
     assert counts["0.1.0+newer"] == len(newer[0]["variants"]) and sum(counts.values()) == len(older[0]["variants"])
     assert load(tmp_path / "merged.json.gz")["data_version"] == header["data_version"]
 
