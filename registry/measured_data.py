@@ -139,10 +139,7 @@ def provenance(models: list) -> dict:
 
 def export(client, experiments, path: str | Path = DEFAULT_FILE, families=(), note: str = "") -> dict:
     """Write the measured runs of `experiments` to `path` (gzip JSON); the file's header."""
-    models = collect(client, experiments, families)
-    if not models:
-        raise MeasuredDataError(f"no finished sweep runs in {', '.join(experiments)}")
-    return write(models, experiments, path, note)
+    return export_merged([client], experiments, path, families, note)
 
 
 def export_merged(clients, experiments, path: str | Path = DEFAULT_FILE, families=(), note: str = "") -> dict:

@@ -128,7 +128,6 @@ def test_a_store_keeps_its_artifacts_beside_its_database_not_in_the_working_dire
     assert json.loads(answer.stdout)["versions"]["measured-data"]
 
 
-
 def test_a_partial_re_measurement_replaces_exactly_what_it_measured(sweep_store, tmp_path):
     import copy
 
