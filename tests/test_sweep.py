@@ -116,7 +116,7 @@ def test_bad_inputs_leave_no_run(trained_model_dir, corpus_file, tmp_path):
 
 def test_a_killed_sweep_resumes_without_duplicates_or_losses(trained_model_dir, corpus_file, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    formats = "mxint4_32,mxint3_32,mxfp4_e2m1_32,int4_chan"
+    formats = "mxint4_32,mxint3_32,int4_chan"
     cmd = [sys.executable, "-m", "advisor", *sweep_args(trained_model_dir, corpus_file, uri, formats)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     MlflowClient(tracking_uri=uri).create_experiment("t")  # the schema exists before two processes share it
@@ -137,13 +137,13 @@ def test_a_killed_sweep_resumes_without_duplicates_or_losses(trained_model_dir, 
     assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 2 <= finished < 8
+    assert 2 <= finished < 6
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     _, all_runs = runs(uri)
     variants = [r for r in all_runs if r.data.tags.get("ptq.kind") == "variant"]
     done = [r for r in variants if r.info.status == "FINISHED"]
-    assert len({r.data.tags["ptq.variant_key"] for r in done}) == len(done) == 8
+    assert len({r.data.tags["ptq.variant_key"] for r in done}) == len(done) == 6
     assert all(r.info.status in ("FINISHED", "KILLED") for r in variants)
     assert result.stderr.count("reused run") >= 2
     assert sum(r.data.tags.get("ptq.kind") == "model" for r in all_runs) == 1

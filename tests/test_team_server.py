@@ -308,7 +308,7 @@ def test_a_sweep_survives_the_server_restarting_under_it(team, trained_model_dir
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "8")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     uri, experiment = team.uri, "restarted"
-    formats = "mxint4_32,mxint3_32,mxfp4_e2m1_32,int4_chan"
+    formats = "mxint4_32,int4_chan"  # an MX and a classic-int format; 3 variants still to go at the restart
     cmd = [sys.executable, "-m", "advisor", *sweep_args(trained_model_dir, corpus_file, uri, formats, experiment)]
     server_client(uri).create_experiment(experiment)
     with deadline(900, "a sweep across a server restart"):
@@ -328,7 +328,7 @@ def test_a_sweep_survives_the_server_restarting_under_it(team, trained_model_dir
             again = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                    capture_output=True, text=True, timeout=600)
             assert again.returncode == 0, again.stderr[-3000:]
-        assert_exactly_once(uri, 8, experiment)
+        assert_exactly_once(uri, 4, experiment)
 
 
 @pytest.mark.parametrize("required", ["1", None])
