@@ -37,14 +37,18 @@ HESSIANS_EXPERIMENT = "ptq-hessians"
 # the first sweep of the real models, with GPTQ's Hessians from the fp network (Xu et al. §4.3):
 # kept for the comparison, out of the predictor's training table (issue 26)
 FP_HESSIANS_EXPERIMENT = "ptq-sweep-fp-hessians"
-CHOOSERS = ("rf", "xgb", "rf_rtn", "xgb_rtn", "rf_frac", "xgb_frac", "nll_rtn", "rtn_share", "qid_law")
+CHOOSERS = ("rf", "xgb", "rf_rtn", "xgb_rtn", "rf_frac", "xgb_frac", "rf_share", "nll_rtn", "rtn_share", "qid_law")
 # the paper's predictors fit NLL_gptq − NLL_fp; *_rtn fit NLL_gptq − NLL_rtn, anchoring every prediction
 # to the measured RTN loss, which matters when a held-out model loses far more than any training model
 # (trees do not extrapolate); *_frac fit the share of RTN's loss increase that GPTQ leaves, so the
 # prediction also scales with it (`advisor seed` fits the three with RF)
 BASE_OF = {"": "nll_fp", "_rtn": "nll_rtn", "_frac": "rtn_fraction"}
 LABELS = {"rf": "RF", "xgb": "XGB", "rf_rtn": "RF·rtn", "xgb_rtn": "XGB·rtn", "rf_frac": "RF·frac",
-          "xgb_frac": "XGB·frac", "nll_rtn": "NLL_rtn", "rtn_share": "share·RTN", "qid_law": "QiD"}
+          "xgb_frac": "XGB·frac", "rf_share": "RF<4·share", "nll_rtn": "NLL_rtn", "rtn_share": "share·RTN",
+          "qid_law": "QiD"}
+# RF<4·share: the forest's answer below this many bits, share·RTN's from it (where the losses are
+# tenths of a nat or less and scale with the model's own RTN damage)
+SHARE_BITS = 4
 
 
 def held_out_predictions(table, family: str):
@@ -62,6 +66,8 @@ def held_out_predictions(table, family: str):
             test[kind + suffix] = LossPredictor(kind=kind, base=base).fit(train, train[TARGET]).predict(test)
     test["nll_rtn_pred"] = test["nll_rtn"]
     test["rtn_share"] = rtn_share(train, test)
+    # a candidate, not yet a recipe: the forest below SHARE_BITS, the band's share of RTN's damage from there
+    test["rf_share"] = test["rf"].where(test["precision"] < SHARE_BITS, test["rtn_share"])
     test["qid_law"] = np.nan
     rows = qid_table(train)
     rows = rows[rows["method"] == "gptq"]
@@ -177,8 +183,8 @@ def score_lines(scores) -> list[str]:
 
 
 BASELINES = ("nll_rtn", "rtn_share", "qid_law")
-TREES = tuple(c for c in CHOOSERS if c not in BASELINES)
-GOAL_MAE, GOAL_SPEARMAN, GOAL_REGRET = 0.02, 0.95, 0.01  # issue 11's goal figures
+TREES = tuple(c for c in CHOOSERS if c not in BASELINES and c != "rf_share")
+GOAL_MAE, GOAL_SPEARMAN, GOAL_REGRET = 0.02, 0.95, 0.01  # the goal figures of issue 11 (issue 26 reads the MAE at >= 4 bits)
 
 
 def deployed_chooser(client) -> str | None:
@@ -214,7 +220,7 @@ def goal_lines(subsets: dict, regrets: dict, deployed: str | None, spearman_on=N
     def row(goal, named, cells):
         return f"| {goal} | {named} | " + " | ".join(cells) + " |"
 
-    lines = ["Goals (issue 11) per held-out family: the predictor `advisor seed` deploys (its champion) and "
+    lines = ["Goals (issues 11 and 26) per held-out family: the predictor `advisor seed` deploys (its champion) and "
              f"the best of the {len(TREES)} trees on that family, chosen after the fact (an optimistic bound); "
              "✓ where the goal is met.", "", "| goal | chooser | " + " | ".join(families) + " |",
              "|---|---|" + "---|" * len(families)]
