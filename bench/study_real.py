@@ -183,8 +183,10 @@ def score_lines(scores) -> list[str]:
 
 
 BASELINES = ("nll_rtn", "rtn_share", "qid_law")
-TREES = tuple(c for c in CHOOSERS if c not in BASELINES and c != "rf_share")
-GOAL_MAE, GOAL_SPEARMAN, GOAL_REGRET = 0.02, 0.95, 0.01  # the goal figures of issue 11 (issue 26 reads the MAE at >= 4 bits)
+CANDIDATES = ("rf_share",)  # measured here, not (yet) a recipe `advisor seed` can deploy
+TREES = tuple(c for c in CHOOSERS if c not in BASELINES + CANDIDATES)
+# the goal figures of issue 11 (issue 26 reads the MAE at >= 4 bits)
+GOAL_MAE, GOAL_SPEARMAN, GOAL_REGRET = 0.02, 0.95, 0.01
 
 
 def deployed_chooser(client) -> str | None:

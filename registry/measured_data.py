@@ -126,14 +126,15 @@ def provenance(models: list) -> dict:
     rows = {}
     for m in models:
         p = m["params"]
-        rows[f"{m['experiment']}/{m['name']}"] = {"family": p.get("family"), "model": p.get("model"),
-                           "fingerprint": p.get("model_fingerprint"), "gguf_file": p.get("gguf_file"),
-                           "dataset": p.get("dataset"), "dataset_digest": p.get("dataset_digest"),
-                           "code_version": p.get("code_version"), "variants": len(m["variants"]),
-                           # which code measured the variants (a merged file mixes versions, see merge)
-                           "variant_code_versions": dict(sorted(Counter(
-                               v["params"].get("code_version", p.get("code_version")) for v in m["variants"]).items())),
-                           "settings": {k[len("setting."):]: v for k, v in p.items() if k.startswith("setting.")}}
+        rows[f"{m['experiment']}/{m['name']}"] = {
+            "family": p.get("family"), "model": p.get("model"),
+            "fingerprint": p.get("model_fingerprint"), "gguf_file": p.get("gguf_file"),
+            "dataset": p.get("dataset"), "dataset_digest": p.get("dataset_digest"),
+            "code_version": p.get("code_version"), "variants": len(m["variants"]),
+            # which code measured the variants (a merged file mixes versions, see merge)
+            "variant_code_versions": dict(sorted(Counter(
+                v["params"].get("code_version", p.get("code_version")) for v in m["variants"]).items())),
+            "settings": {k[len("setting."):]: v for k, v in p.items() if k.startswith("setting.")}}
     return rows
 
 
