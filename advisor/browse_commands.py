@@ -107,7 +107,8 @@ def explain(model, format_name, method, experiments, ref, tracking_uri, as_json)
 
     A swept model's GPTQ variant: per-feature contributions of the loss predictor along its trees'
     decision paths (Saabas), which add up exactly to the prediction, with its global importances
-    (Xu et al. App. D). Any other catalog variant: the prior's terms (coefficient × standardized
+    (Xu et al. App. D); where the predictor answers that many bits by its share of RTN's loss
+    increase (fit-predictor --share-from-bits), the share and the increase. Any other catalog variant: the prior's terms (coefficient × standardized
     fact; Saabas for a forest prior), the model and format facts it read, the published result for
     exactly that variant if there is one, and the nearest published or measured rows it learned from.
     """
@@ -203,37 +204,65 @@ def explain_prior(prior, catalog, model: str, format_name: str, method: str) -> 
                         for r in nearest]}
 
 
+def _headline(model, format_name, uri, prediction, width, measured) -> str:
+    return (f"{model} · {format_name} · gptq by {uri}: NLL {prediction:.4f} "
+            + (f"± {width:.4f} nats/token" if math.isfinite(width) else "nats/token (no 90% interval at this bit count)")
+            + (f" (measured {measured:.4f})" if measured is not None else ""))
+
+
+def _explain_share(model, format_name, row, predictor, width, measured, as_json) -> None:
+    """A row the predictor answers with its share of RTN's loss increase: three numbers, no trees."""
+    share = predictor.spec["share"]
+    fp, rtn = float(row[share["base_column"]]), float(row[share["scale_column"]])
+    increase = max(rtn - fp, share["floor"])
+    report = {"model": model, "format": format_name, "predictor": predictor.uri, "answered_by": "share",
+              "base_column": share["base_column"], "base": fp, "scale_column": share["scale_column"],
+              "scale": increase, "share": share["value"], "from_bits": share["from_bits"],
+              "prediction": fp + share["value"] * increase, "halfwidth": width,
+              "measured_nll_gptq": measured, "contributions": []}
+    if as_json:
+        echo_json(report)
+        return
+    click.echo(_headline(model, format_name, predictor.uri, report["prediction"], width, measured))
+    click.echo(f"  = {share['base_column']} {fp:.4f} + share {share['value']:.4f} × RTN's loss increase "
+               f"({share['scale_column']} − {share['base_column']}, at least {share['floor']:g}) {increase:.4f}")
+    click.echo(f"  at ≥ {share['from_bits']:g} bits the predictor answers with the median share of RTN's loss "
+               "increase that GPTQ left on its training rows, not with its trees")
+
+
 def _explain_predictor(client, model, format_name, rows, ref, as_json) -> None:
-    """A swept GPTQ variant explained by the loss predictor (Saabas contributions)."""
-    from registry.predictor.spec import spec_scale, spec_widths
+    """A swept GPTQ variant explained by the loss predictor (Saabas contributions, or its share)."""
+    from registry.predictor.spec import share_rows, spec_scale, spec_widths
     from registry.predictor.tree_json import TreeEnsemble
 
     row = rows.iloc[0]
     predictor = load_predictor(ref, client)
     spec = predictor.spec
+    width = float(spec_widths(spec, [row["precision"]])[0])
+    measured = None if row["nll_gptq"] != row["nll_gptq"] else float(row["nll_gptq"])
+    if share_rows(spec, rows.iloc[[0]])[0]:
+        _explain_share(model, format_name, row, predictor, width, measured, as_json)
+        return
     bias, parts = TreeEnsemble(spec["ensemble"]).contributions([row[f] for f in FEATURES])
     base = float(row[spec["base_column"]]) if spec["base_column"] else 0.0
     # an rtn_fraction predictor's trees give a fraction of RTN's loss increase: scaled by that
     # increase, bias and contributions are in nats and still add up to the prediction
     scale = float(spec_scale(spec, rows.iloc[[0]])[0])
-    width = float(spec_widths(spec, [row["precision"]])[0])
     bias, parts = bias * scale, parts * scale
     importances = client.download_artifacts(predictor.run_id, "feature_importance.json")
     with open(importances) as f:
         importance = json.load(f)
-    report = {"model": model, "format": format_name, "predictor": predictor.uri,
+    report = {"model": model, "format": format_name, "predictor": predictor.uri, "answered_by": "trees",
               "base_column": spec["base_column"], "base": base, "scale_column": spec.get("scale_column"),
               "scale": scale, "bias": bias,
               "prediction": base + bias + float(parts.sum()), "halfwidth": width,
-              "measured_nll_gptq": None if row["nll_gptq"] != row["nll_gptq"] else float(row["nll_gptq"]),
+              "measured_nll_gptq": measured,
               "contributions": [{"feature": f, "value": float(row[f]), "contribution": float(c),
                                  "importance": importance.get(f)} for f, c in zip(FEATURES, parts)]}
     if as_json:
         echo_json(report)
         return
-    click.echo(f"{model} · {format_name} · gptq by {predictor.uri}: NLL {report['prediction']:.4f} "
-               + (f"± {width:.4f} nats/token" if math.isfinite(width) else "nats/token (no 90% interval at this bit count)")
-               + (f" (measured {report['measured_nll_gptq']:.4f})" if report["measured_nll_gptq"] is not None else ""))
+    click.echo(_headline(model, format_name, predictor.uri, report["prediction"], width, measured))
     start = f"{spec['base_column']} {base:.4f} + " if spec["base_column"] else ""
     scaled = (f" (trees' fraction × {spec['scale_column']} − {spec['base_column']} {scale:.4f})"
               if spec.get("scale_column") else "")

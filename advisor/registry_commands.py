@@ -40,14 +40,19 @@ def sweep_data_options(command):
                    "models the lowest held-out MAE over all formats and the best picks under a budget); "
                    "rtn_fraction learns (NLL_gptq − NLL_fp) / (NLL_rtn − NLL_fp), the share of RTN's loss "
                    "increase GPTQ leaves (lower MAE at ≥ 3 bits, worse picks); none: their absolute NLL.")
+@click.option("--share-from-bits", type=click.FloatRange(2, 16), default=None,
+              help="Answer formats of this many bits or more not by the trees but by NLL_fp + s × (NLL_rtn − "
+                   "NLL_fp), s the training rows' median share of RTN's loss increase that GPTQ leaves at those "
+                   "bits (`advisor seed` fits it with 4: on held-out real-model families it errs about half as "
+                   "much there as the forest).")
 @click.option("--holdout", "holdouts", multiple=True,
               help="Model (parent run name) kept out of the fit and reported as a test set (repeatable).")
 @click.option("--alpha", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,
               help="Interval miscoverage: 0.1 gives 90 % conformal intervals.")
 @click.option("--json", "as_json", is_flag=True, help="Print each fit's version, decision and metrics as JSON.")
 @friendly_errors
-def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, alpha, seed, tracking_uri,
-                  as_json):
+def fit_predictor(experiments, families, dataset_digest, kind, base, share_from_bits, holdouts, alpha, seed,
+                  tracking_uri, as_json):
     """Fit the loss predictor on sweep runs and register it as ptq-loss-predictor.
 
     Every fit is judged leave-one-family-out; the champion alias moves only when the new version
@@ -62,12 +67,13 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
     table = build_feature_table(query, client)
     results = []
     for recipe_kind in (["rf", "xgb"] if kind == "both" else [kind]):
-        recipe = {"kind": recipe_kind, "base": base, "seed": seed}
+        recipe = {"kind": recipe_kind, "base": base, "seed": seed, "share_from_bits": share_from_bits}
         if recipe_kind == "xgb":
             recipe |= {"n_estimators": 300, "max_depth": 4, "learning_rate": 0.05}
         evaluation = evaluate_recipe(recipe, table, holdouts, alpha)
         version, decision = register_evaluation(evaluation, table, query, holdouts, client=client)
         results.append({"name": version.name, "version": str(version.version), "kind": recipe_kind, "base": base,
+                        "share_from_bits": share_from_bits, "share": evaluation.predictor.share_,
                         "decision": decision, "rows": evaluation.train_rows, "metrics": evaluation.metrics,
                         "halfwidths": evaluation.halfwidths})  # inf (no interval) prints as null
     if as_json:
@@ -77,7 +83,9 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, holdouts, a
         m = r["metrics"]
         deployable = (f" ({m['lofo_mae_deployable']:.4f} at ≥ {DEPLOYABLE_BITS} bits)"
                       if m.get("lofo_mae_deployable") is not None else "")
-        click.echo(f"{r['name']}/{r['version']} ({r['kind']}, base {r['base']}, {r['rows']} rows): LOFO MAE {m['lofo_mae']:.4f}"
+        share = (f", share {r['share']:.3f} of RTN's increase at ≥ {r['share_from_bits']:g} bits"
+                 if r["share"] is not None else "")
+        click.echo(f"{r['name']}/{r['version']} ({r['kind']}, base {r['base']}{share}, {r['rows']} rows): LOFO MAE {m['lofo_mae']:.4f}"
                    f"{deployable} nats/token, Spearman {m['lofo_spearman']:.3f}, {1 - alpha:.0%} intervals "
                    f"{widths_text(r['halfwidths'])} (coverage {m['lofo_coverage']:.0%})")
         click.echo(f"  {r['decision']}")

@@ -47,7 +47,7 @@ LABELS = {"rf": "RF", "xgb": "XGB", "rf_rtn": "RF·rtn", "xgb_rtn": "XGB·rtn", 
           "xgb_frac": "XGB·frac", "rf_share": "RF<4·share", "nll_rtn": "NLL_rtn", "rtn_share": "share·RTN",
           "qid_law": "QiD"}
 # RF<4·share: the forest's answer below this many bits, share·RTN's from it (where the losses are
-# tenths of a nat or less and scale with the model's own RTN damage)
+# tenths of a nat or less and scale with the model's own RTN damage); `advisor seed` fits it too
 SHARE_BITS = 4
 
 
@@ -65,9 +65,8 @@ def held_out_predictions(table, family: str):
         for suffix, base in BASE_OF.items():
             test[kind + suffix] = LossPredictor(kind=kind, base=base).fit(train, train[TARGET]).predict(test)
     test["nll_rtn_pred"] = test["nll_rtn"]
+    test["rf_share"] = LossPredictor(share_from_bits=SHARE_BITS).fit(train, train[TARGET]).predict(test)
     test["rtn_share"] = rtn_share(train, test)
-    # a candidate, not yet a recipe: the forest below SHARE_BITS, the band's share of RTN's damage from there
-    test["rf_share"] = test["rf"].where(test["precision"] < SHARE_BITS, test["rtn_share"])
     test["qid_law"] = np.nan
     rows = qid_table(train)
     rows = rows[rows["method"] == "gptq"]
@@ -183,14 +182,13 @@ def score_lines(scores) -> list[str]:
 
 
 BASELINES = ("nll_rtn", "rtn_share", "qid_law")
-CANDIDATES = ("rf_share",)  # measured here, not (yet) a recipe `advisor seed` can deploy
-TREES = tuple(c for c in CHOOSERS if c not in BASELINES + CANDIDATES)
+TREES = tuple(c for c in CHOOSERS if c not in BASELINES)
 # the goal figures of issue 11 (issue 26 reads the MAE at >= 4 bits)
 GOAL_MAE, GOAL_SPEARMAN, GOAL_REGRET = 0.02, 0.95, 0.01
 
 
 def deployed_chooser(client) -> str | None:
-    """The chooser that `advisor seed` made champion (kind + base of ptq-loss-predictor@champion)."""
+    """The chooser that `advisor seed` made champion (kind + base [+ share] of ptq-loss-predictor@champion)."""
     from mlflow.exceptions import MlflowException
 
     from registry.predictor.registered import PREDICTOR
@@ -200,6 +198,8 @@ def deployed_chooser(client) -> str | None:
     except MlflowException:
         return None
     suffix = {base: suffix for suffix, base in BASE_OF.items()}.get(recipe.get("base"))
+    if recipe.get("share_from_bits") is not None:
+        suffix = "_share" if (recipe["share_from_bits"], recipe.get("base")) == (SHARE_BITS, "nll_fp") else None
     chooser = f"{recipe.get('kind')}{suffix}" if suffix is not None else None
     return chooser if chooser in CHOOSERS else None
 

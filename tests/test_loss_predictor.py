@@ -41,8 +41,9 @@ def test_feature_table_joins_parent_rtn_and_gptq_runs(swept_uri):
         build_feature_table(TableQuery(experiments=("nope",)))
 
 
-@pytest.mark.parametrize("base", ["nll_fp", "rtn_fraction"])
-def test_register_reload_and_predict_the_same(swept_uri, base):
+@pytest.mark.parametrize("recipe", [{"base": "nll_fp"}, {"base": "rtn_fraction"},
+                                    {"base": "nll_fp", "share_from_bits": 4}], ids=["fp", "fraction", "share"])
+def test_register_reload_and_predict_the_same(swept_uri, recipe):
     table = build_feature_table()
     held = evaluate_recipe({"kind": "rf"}, table, holdout_models=("llama-48",))
     assert {"lofo_mae", "lofo_rmse", "lofo_r2", "lofo_spearman", "lofo_coverage", "holdout_mae"} <= \
@@ -53,7 +54,7 @@ def test_register_reload_and_predict_the_same(swept_uri, base):
     loose = evaluate_recipe({"kind": "rf"}, table, ("llama-48",), alpha=0.2).halfwidths
     assert math.isfinite(loose["p>=4"]) and loose["p=3"] == math.inf  # ⌈7·0.8⌉ = 6 of 6; ⌈3·0.8⌉ = 3 > 2
     assert held.metrics["lofo_mae_deployable"] == held.metrics["lofo_mae"]  # every tiny format has ≥ 3 bits
-    evaluation = evaluate_recipe({"kind": "rf", "base": base}, table)
+    evaluation = evaluate_recipe({"kind": "rf"} | recipe, table)
     version, decision = register_evaluation(evaluation, table, TableQuery())
     assert str(version.version) == "1" and decision.startswith("champion: first version")
     assert version.aliases == ["champion"] and version.tags["families"] == "gpt2-tiny,llama-tiny"
@@ -63,6 +64,14 @@ def test_register_reload_and_predict_the_same(swept_uri, base):
     assert loaded.version == "1"
     np.testing.assert_allclose(served["nll_gptq"], evaluation.predictor.predict(table), rtol=0, atol=1e-12)
     np.testing.assert_allclose(loaded.predict(table)["nll_gptq"], served["nll_gptq"], rtol=0, atol=0)
+    if "share_from_bits" in recipe:  # the 4-bit rows by the share, the 3-bit ones by the trees
+        share = loaded.spec["share"]["value"]
+        assert share == evaluation.predictor.share_ and np.isfinite(share)
+        gap = np.maximum(table["nll_rtn"] - table["nll_fp"], 0.005)
+        by_share = (table["nll_fp"] + share * gap).to_numpy()
+        four = (table["precision"] >= 4).to_numpy()
+        np.testing.assert_allclose(served["nll_gptq"][four], by_share[four], rtol=0, atol=1e-12)
+        assert not np.allclose(served["nll_gptq"][~four], by_share[~four])
     # 9 rows at 4 bits give a 90 % width, 3 rows at 3 bits none: each row gets its band's
     widths = loaded.spec["halfwidths"]
     assert widths["p=3"] is None and widths["p<=2"] is None and math.isfinite(widths["p>=4"])
@@ -170,6 +179,38 @@ def test_rtn_fraction_scales_with_a_models_own_rtn_damage():
     np.testing.assert_allclose(fraction, observed, rtol=0, atol=1e-9)
     for base in ("nll_fp", "nll_rtn"):
         assert np.abs(LossPredictor(base=base).fit(train, y).predict(test) - observed)[:20].mean() > 0.5
+
+
+def test_the_share_recipe_answers_high_bit_rows_by_the_median_share_and_the_rest_by_the_trees():
+    import pandas as pd
+
+    from registry.predictor.loss_predictor import LossPredictor
+
+    rng = np.random.default_rng(1)
+
+    def rows(n, bits, share):
+        frame = pd.DataFrame(rng.uniform(1, 2, size=(n, len(FEATURES))), columns=list(FEATURES))
+        frame["precision"] = bits
+        frame["nll_fp"] = rng.uniform(2, 4, n)
+        frame["nll_rtn"] = frame["nll_fp"] + rng.uniform(0.01, 0.3, n)
+        return frame, frame["nll_fp"] + share * (frame["nll_rtn"] - frame["nll_fp"])
+
+    high, y_high = rows(31, 4.0, rng.uniform(0.2, 0.4, 31))
+    low, y_low = rows(30, 3.0, 0.8)
+    train, y = pd.concat([high, low], ignore_index=True), pd.concat([y_high, y_low], ignore_index=True)
+    fitted = LossPredictor(share_from_bits=4).fit(train, y)
+    shares = ((y_high - high["nll_fp"]) / (high["nll_rtn"] - high["nll_fp"])).to_numpy()
+    assert fitted.share_ == pytest.approx(np.median(shares))  # only the rows at ≥ 4 bits vote
+    test, _ = rows(5, 8.0, 0.0)
+    test.loc[0, "nll_rtn"] = test.loc[0, "nll_fp"] + 10.0  # far beyond any training row's damage
+    expected = test["nll_fp"] + fitted.share_ * (test["nll_rtn"] - test["nll_fp"])
+    np.testing.assert_allclose(fitted.predict(test), expected, rtol=0, atol=1e-12)
+    plain = LossPredictor().fit(train, y)  # below 4 bits the same forest answers
+    np.testing.assert_allclose(fitted.predict(low), plain.predict(low), rtol=0, atol=0)
+    only_low = LossPredictor(share_from_bits=4).fit(low, y_low)  # nothing at 4 bits to take a share from
+    assert only_low.share_ is None and only_low.share_spec() is None
+    np.testing.assert_allclose(only_low.predict(test), LossPredictor().fit(low, y_low).predict(test), rtol=0, atol=0)
+    assert fitted.describe() == "rf, base nll_fp, share from 4 bits"
 
 
 def test_a_model_swept_again_contributes_only_its_newest_runs(swept_uri):

@@ -37,18 +37,19 @@ def test_a_sweep_exported_and_seeded_elsewhere_gives_the_same_feature_table(swee
     assert "ptq-loss-predictor/1 (rf, base nll_fp) fitted on" in seeded.output
     assert "ptq-loss-predictor/2 (rf, base nll_rtn) fitted on" in seeded.output
     assert "ptq-loss-predictor/3 (rf, base rtn_fraction) fitted on" in seeded.output
+    assert "ptq-loss-predictor/4 (rf, base nll_fp, share from 4 bits) fitted on" in seeded.output
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     versions = {str(v.version): v for v in client.search_model_versions("name = 'ptq-loss-predictor'")}
-    assert set(versions) == {"1", "2", "3"}
+    assert set(versions) == {"1", "2", "3", "4"}
     champion = str(client.get_model_version_by_alias("ptq-loss-predictor", "champion").version)
     maes = {k: float(v.tags["lofo_mae"]) for k, v in versions.items() if "lofo_mae" in v.tags}
-    if len(maes) == 3:
+    if len(maes) == 4:
         assert maes[champion] == min(maes.values())
     from bench.study_real import (
         deployed_chooser,  # the study's goal table names the champion
     )
 
-    assert deployed_chooser(client) == {"1": "rf", "2": "rf_rtn", "3": "rf_frac"}[champion]
+    assert deployed_chooser(client) == {"1": "rf", "2": "rf_rtn", "3": "rf_frac", "4": "rf_share"}[champion]
 
     columns = ["model", "format", "nll_fp", "sqnr_rtn_db", "nll_rtn", "slope_rtn", "nll_gptq"]
 

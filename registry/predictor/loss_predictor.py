@@ -8,6 +8,12 @@ recipe is compared on the same scale. Trees cannot extrapolate; a relative targe
 whose loss lies outside the training range still get a sensible prediction, and the fraction lets
 it scale with the model's own measured RTN damage (docs/real-model-study.md).
 
+`share_from_bits` answers the formats of that many bits or more without the trees: NLL_fp plus the
+training rows' median share of RTN's loss increase that GPTQ leaves at those bits, times the row's
+own increase. At 4 bits and more the losses are hundredths of a nat, and on held-out real-model
+families one number scaled by the model's own RTN damage errs half as much as the forest, which
+learns the training families' levels (docs/real-model-study.md); below, the forest does better.
+
 Intervals are split-conformal from leave-one-family-out residuals, per band of bits
 (registry/conformal.py): the half-width is the ⌈(n+1)(1−α)⌉-th smallest |residual| of the band's
 rows predicted while their family was held out, so it reflects how wrong the predictor is on
@@ -20,7 +26,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from registry.predictor.feature_table import FEATURES
-from registry.predictor.spec import spec_scale
+from registry.predictor.spec import spec_scale, spec_share
 from store.errors import InputError
 
 # base → the column added back to the trees' output, and (rtn_fraction) the column whose excess over
@@ -50,13 +56,15 @@ class LossPredictor(RegressorMixin, BaseEstimator):
     """Predicts NLL after GPTQ (nats/token) from a DataFrame with the FEATURES columns."""
 
     def __init__(self, kind: str = "rf", base: str = "nll_fp", n_estimators: int = 120,
-                 max_depth: int = 8, learning_rate: float = 0.1, seed: int = 0):
+                 max_depth: int = 8, learning_rate: float = 0.1, seed: int = 0,
+                 share_from_bits: float | None = None):
         self.kind = kind
         self.base = base
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
         self.seed = seed
+        self.share_from_bits = share_from_bits
 
     def _regressor(self):
         if self.kind == "rf":
@@ -81,11 +89,31 @@ class LossPredictor(RegressorMixin, BaseEstimator):
             raise InputError("the loss predictor needs at least 2 rows with a finite NLL after GPTQ")
         self.regressor_ = self._regressor().fit(_features(X), (y - _base(X, self.base)) / _scale(X, self.base))
         self.n_features_in_ = len(FEATURES)
+        self.share_ = None
+        if self.share_from_bits is not None:
+            rows = np.asarray(X["precision"], dtype=np.float64) >= self.share_from_bits
+            # no training row at those bits: nothing to take a share from, the trees answer them
+            if rows.any():
+                share = (y - _base(X, "rtn_fraction")) / _scale(X, "rtn_fraction")
+                self.share_ = float(np.median(share[rows]))
         return self
 
     def predict(self, X) -> np.ndarray:
         """Predicted NLL after GPTQ, nats/token."""
-        return self.regressor_.predict(_features(X)) * _scale(X, self.base) + _base(X, self.base)
+        point = self.regressor_.predict(_features(X)) * _scale(X, self.base) + _base(X, self.base)
+        return spec_share({"share": self.share_spec()}, X, point)
+
+    def share_spec(self) -> dict | None:
+        """How rows at share_from_bits or more are answered (None: by the trees), as the spec serves it."""
+        if self.share_from_bits is None or getattr(self, "share_", None) is None:
+            return None
+        return {"from_bits": float(self.share_from_bits), "value": self.share_,
+                "base_column": BASES["rtn_fraction"], "scale_column": SCALES["rtn_fraction"], "floor": GAP_FLOOR}
+
+    def describe(self) -> str:
+        """The recipe in a few words: 'rf, base nll_fp', '…, share from 4 bits'."""
+        share = "" if self.share_from_bits is None else f", share from {self.share_from_bits:g} bits"
+        return f"{self.kind}, base {self.base}{share}"
 
     def recipe(self) -> dict:
         """The parameters that define this predictor (what promotion compares), JSON-able."""

@@ -43,7 +43,7 @@ def _spec(evaluation) -> dict:
     predictor = evaluation.predictor
     return {"features": list(FEATURES), "target": TARGET, "base_column": BASES[predictor.base],
             "scale_column": SCALES.get(predictor.base), "scale_floor": GAP_FLOOR,
-            "recipe": predictor.recipe(), "alpha": evaluation.alpha, "interval_bands": evaluation.bands,
+            "recipe": predictor.recipe(), "share": predictor.share_spec(), "alpha": evaluation.alpha, "interval_bands": evaluation.bands,
             # JSON has no inf: a band without enough held-out rows for the coverage has no width
             "halfwidths": {b: w if math.isfinite(w) else None for b, w in evaluation.halfwidths.items()},
             "evaluation_key": evaluation.key, "metrics": evaluation.metrics,
@@ -127,7 +127,7 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
     families = sorted(set(table["model_family"]))
     sample = table[list(FEATURES) + [c for c in ("nll_fp", "nll_rtn") if c not in FEATURES]].head(3)
     mlflow.set_experiment(experiment_id=registry_experiment_id(client))
-    name = f"fit {predictor.kind} · base {predictor.base}"
+    name = f"fit {predictor.describe().replace(', ', ' · ')}"
     with mlflow.start_run(run_name=name, description=description, tags=owner_tags()) as run, \
             tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({**{f"recipe.{k}": v for k, v in predictor.recipe().items()},
@@ -135,6 +135,7 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
                            "families": ",".join(query.families) or "all",
                            "dataset_digest": query.dataset_digest or "any",
                            "holdout_models": ",".join(holdout_models) or "none",
+                           **({"share": predictor.share_} if predictor.share_spec() else {}),
                            "alpha": evaluation.alpha, "train_rows": evaluation.train_rows,
                            "evaluation_key": evaluation.key})
         mlflow.log_metrics({k: v for k, v in evaluation.metrics.items() if v == v})
@@ -166,7 +167,7 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
         "(Xu et al. 2024). Alias champion: best leave-one-family-out MAE; challenger: the newest "
         "fit that did not beat it."))
     client.update_model_version(PREDICTOR, version.version, description=description or (
-        f"{predictor.kind} on base {predictor.base}: LOFO MAE {evaluation.metrics['lofo_mae']:.4f} "
+        f"{predictor.describe()}: LOFO MAE {evaluation.metrics['lofo_mae']:.4f} "
         f"nats/token over {evaluation.train_rows} rows of families {', '.join(families)}"))
     decision = _promote(client, version, evaluation, table, holdout_models)
     client.set_model_version_tag(PREDICTOR, version.version, "promotion", decision)

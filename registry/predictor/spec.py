@@ -17,6 +17,7 @@ def predict_from_spec(spec: dict, ensemble: TreeEnsemble, frame: pd.DataFrame) -
         raise ValueError(f"the loss predictor needs columns {missing}")
     base = frame[spec["base_column"]].to_numpy(float) if spec["base_column"] else 0.0
     point = ensemble.predict(frame[spec["features"]].to_numpy(float)) * spec_scale(spec, frame) + base
+    point = spec_share(spec, frame, point)
     width = spec_widths(spec, frame["precision"].to_numpy(float))
     return pd.DataFrame({"nll_gptq": point, "lower": point - width, "upper": point + width})
 
@@ -36,3 +37,22 @@ def spec_scale(spec: dict, frame: pd.DataFrame) -> np.ndarray:
         return np.ones(len(frame))
     gap = frame[spec["scale_column"]].to_numpy(float) - frame[spec["base_column"]].to_numpy(float)
     return np.maximum(gap, spec["scale_floor"])
+
+
+def share_rows(spec: dict, frame: pd.DataFrame) -> np.ndarray:
+    """Per row, whether the spec answers it with its share of RTN's damage instead of the trees."""
+    share = spec.get("share")  # versions registered before the share recipe have none
+    if not share or share.get("value") is None:
+        return np.zeros(len(frame), dtype=bool)
+    return frame["precision"].to_numpy(float) >= share["from_bits"]
+
+
+def spec_share(spec: dict, frame: pd.DataFrame, point) -> np.ndarray:
+    """`point` with the share rows replaced by NLL_fp + share × RTN's loss increase (floored)."""
+    rows = share_rows(spec, frame)
+    point = np.asarray(point, dtype=float).copy()
+    if rows.any():
+        share = spec["share"]
+        fp, rtn = frame[share["base_column"]].to_numpy(float), frame[share["scale_column"]].to_numpy(float)
+        point[rows] = (fp + share["value"] * np.maximum(rtn - fp, share["floor"]))[rows]
+    return point
