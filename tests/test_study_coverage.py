@@ -72,6 +72,11 @@ def test_goals_name_the_deployed_predictor_and_the_best_tree_and_mark_each_goal(
         ["0.010 RF·frac vs NLL_rtn 0.030 ✓", "0.015 XGB·rtn vs NLL_rtn 0.010 ✗"]
     assert lines[-2] == ("Median regret ≤ 0.01 nats over the 50 budgets of all held-out models: deployed RF·frac "
                          "0.0000 ✓; 6 of 7 trees meet it (not XGB·rtn 0.063).")
+    # where the share recipe answers every row by share·RTN it ties it by construction: judged on the others
+    fine["gemma3"]["rf_share"] = dict(fine["gemma3"]["rtn_share"])
+    tied = goal_lines({"≥ 5 bits": fine}, regrets, "rf_share")
+    assert "| beats every baseline's MAE, ≥ 5 bits | deployed RF<4·share | 1.000 = share·RTN here, vs NLL_rtn 0.030 ✗ |" \
+        in "\n".join(tied)
     # without a registered champion only the best tree is shown
     assert not any("deployed" in line for line in goal_lines({"all rows": all_rows}, regrets, None)[2:])
     # Spearman is read on each subset asked for, and only those
