@@ -211,23 +211,28 @@ def _headline(model, format_name, uri, prediction, width, measured) -> str:
 
 
 def _explain_share(model, format_name, row, predictor, width, measured, as_json) -> None:
-    """A row the predictor answers with its share of RTN's loss increase: three numbers, no trees."""
+    """A row the predictor answers with its band's share of RTN's loss increase: three numbers, no trees."""
+    from registry.conformal import precision_bands
+    from registry.predictor.spec import share_values
+
     share = predictor.spec["share"]
+    value = float(share_values(predictor.spec, [row["precision"]])[0])
+    band = str(precision_bands([row["precision"]], share["bands"])[0])
     fp, rtn = float(row[share["base_column"]]), float(row[share["scale_column"]])
     increase = max(rtn - fp, share["floor"])
     report = {"model": model, "format": format_name, "predictor": predictor.uri, "answered_by": "share",
               "base_column": share["base_column"], "base": fp, "scale_column": share["scale_column"],
-              "scale": increase, "share": share["value"], "from_bits": share["from_bits"],
-              "prediction": fp + share["value"] * increase, "halfwidth": width,
+              "scale": increase, "share": value, "band": band, "from_bits": share["from_bits"],
+              "prediction": fp + value * increase, "halfwidth": width,
               "measured_nll_gptq": measured, "contributions": []}
     if as_json:
         echo_json(report)
         return
     click.echo(_headline(model, format_name, predictor.uri, report["prediction"], width, measured))
-    click.echo(f"  = {share['base_column']} {fp:.4f} + share {share['value']:.4f} × RTN's loss increase "
+    click.echo(f"  = {share['base_column']} {fp:.4f} + share {value:.4f} × RTN's loss increase "
                f"({share['scale_column']} − {share['base_column']}, at least {share['floor']:g}) {increase:.4f}")
     click.echo(f"  at ≥ {share['from_bits']:g} bits the predictor answers with the median share of RTN's loss "
-               "increase that GPTQ left on its training rows, not with its trees")
+               f"increase that GPTQ left on its training rows of the same band ({band}), not with its trees")
 
 
 def _explain_predictor(client, model, format_name, rows, ref, as_json) -> None:

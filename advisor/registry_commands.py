@@ -42,9 +42,9 @@ def sweep_data_options(command):
                    "increase GPTQ leaves (lower MAE at ≥ 3 bits, worse picks); none: their absolute NLL.")
 @click.option("--share-from-bits", type=click.FloatRange(2, 16), default=None,
               help="Answer formats of this many bits or more not by the trees but by NLL_fp + s × (NLL_rtn − "
-                   "NLL_fp), s the training rows' median share of RTN's loss increase that GPTQ leaves at those "
-                   "bits (`advisor seed` fits it with 4: on held-out real-model families it errs about half as "
-                   "much there as the forest).")
+                   "NLL_fp), s the training rows' median share of RTN's loss increase that GPTQ leaves in the "
+                   "format's band of bits (3, ≥ 4). `advisor seed` fits it with 3: on held-out real-model "
+                   "families it errs about half as much there as the forest.")
 @click.option("--holdout", "holdouts", multiple=True,
               help="Model (parent run name) kept out of the fit and reported as a test set (repeatable).")
 @click.option("--alpha", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True,
@@ -83,8 +83,8 @@ def fit_predictor(experiments, families, dataset_digest, kind, base, share_from_
         m = r["metrics"]
         deployable = (f" ({m['lofo_mae_deployable']:.4f} at ≥ {DEPLOYABLE_BITS} bits)"
                       if m.get("lofo_mae_deployable") is not None else "")
-        share = (f", share {r['share']:.3f} of RTN's increase at ≥ {r['share_from_bits']:g} bits"
-                 if r["share"] is not None else "")
+        share = (", share of RTN's increase " + ", ".join(f"{v:.3f} at {b}" for b, v in r["share"].items())
+                 if r["share"] else "")
         click.echo(f"{r['name']}/{r['version']} ({r['kind']}, base {r['base']}{share}, {r['rows']} rows): LOFO MAE {m['lofo_mae']:.4f}"
                    f"{deployable} nats/token, Spearman {m['lofo_spearman']:.3f}, {1 - alpha:.0%} intervals "
                    f"{widths_text(r['halfwidths'])} (coverage {m['lofo_coverage']:.0%})")

@@ -100,7 +100,7 @@ def _measured_file(path: str):
 
 
 SEED_RECIPES = ({"kind": "rf", "base": "nll_fp"}, {"kind": "rf", "base": "nll_rtn"},
-                {"kind": "rf", "base": "rtn_fraction"}, {"kind": "rf", "base": "nll_fp", "share_from_bits": 4})
+                {"kind": "rf", "base": "rtn_fraction"}, {"kind": "rf", "base": "nll_fp", "share_from_bits": 3})
 
 
 def _seed_measured(client, data, experiments, fit) -> None:
@@ -118,8 +118,8 @@ def _seed_measured(client, data, experiments, fit) -> None:
     # Three targets and a hybrid, the champion by held-out MAE: relative to NLL_fp is the paper's;
     # relative to NLL_rtn anchors predictions to the measured RTN loss, which holds up on a model that
     # loses far more than any training model; the share of RTN's loss increase left after GPTQ also
-    # scales with it; and from 4 bits one median share of that increase instead of the trees, which
-    # on held-out real-model families errs least there (docs/real-model-study.md compares them)
+    # scales with it; and from 3 bits one median share of that increase per band of bits instead of
+    # the trees, which on held-out real-model families errs least there (docs/real-model-study.md)
     for recipe in SEED_RECIPES:
         try:
             evaluation = evaluate_recipe(recipe | {"seed": 0}, table, (), 0.1)

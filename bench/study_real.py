@@ -44,11 +44,12 @@ CHOOSERS = ("rf", "xgb", "rf_rtn", "xgb_rtn", "rf_frac", "xgb_frac", "rf_share",
 # prediction also scales with it (`advisor seed` fits the three with RF)
 BASE_OF = {"": "nll_fp", "_rtn": "nll_rtn", "_frac": "rtn_fraction"}
 LABELS = {"rf": "RF", "xgb": "XGB", "rf_rtn": "RF·rtn", "xgb_rtn": "XGB·rtn", "rf_frac": "RF·frac",
-          "xgb_frac": "XGB·frac", "rf_share": "RF<4·share", "nll_rtn": "NLL_rtn", "rtn_share": "share·RTN",
+          "xgb_frac": "XGB·frac", "rf_share": "RF<3·share", "nll_rtn": "NLL_rtn", "rtn_share": "share·RTN",
           "qid_law": "QiD"}
-# RF<4·share: the forest's answer below this many bits, share·RTN's from it (where the losses are
-# tenths of a nat or less and scale with the model's own RTN damage); `advisor seed` fits it too
-SHARE_BITS = 4
+# RF<3·share: the forest's answer below this many bits, share·RTN's from it (where GPTQ leaves a
+# share of the model's own RTN damage that varies less across families than the loss itself);
+# `advisor seed` fits it too
+SHARE_BITS = 3
 
 
 def held_out_predictions(table, family: str):
@@ -167,6 +168,42 @@ def regret(rows, n_budgets: int = 25) -> dict:
                         "across_median_bpb": float(np.median(across)) if across else float("nan"),
                         "across_max_bpb": float(np.max(across)) if across else float("nan")}
     return out
+
+
+SHARE_SPLITS = (None, 2, 3, 4, 5)
+
+
+def share_split_lines(table, families) -> list[str]:
+    """Markdown: the share recipe with its split at each bit count, every family held out in turn —
+    how much the split `advisor seed` uses (SHARE_BITS) owes to these families."""
+    import numpy as np
+    import pandas as pd
+
+    from registry.predictor.feature_table import TARGET
+    from registry.predictor.loss_predictor import LossPredictor
+
+    lines = ["The share recipe's split, chosen on these families: each split held out by family the same way "
+             "(MAE in nats/token; regret within each held-out model, 25 budgets):", "",
+             "| trees below, share from | MAE all rows | MAE ≥ 3 bits | " + " | ".join(
+                 f"{f} MAE ≥ 4 bits" for f in families) + " | mean regret | max regret |",
+             "|---|---|---|" + "---|" * len(families) + "---|---|"]
+    for split in SHARE_SPLITS:
+        parts = []
+        for family in families:
+            train, test = table[table["model_family"] != family], table[table["model_family"] == family].copy()
+            test["predicted"] = LossPredictor(share_from_bits=split).fit(train, train[TARGET]).predict(test)
+            parts.append(test)
+        pred = pd.concat(parts, ignore_index=True)
+        error = (pred["predicted"] - pred[TARGET]).abs()
+        within = [r for _, m in pred.groupby("model") for r in _regrets(
+            m["bytes"].to_numpy(), m[TARGET].to_numpy(), m["predicted"].to_numpy(), 25)]
+        name = "forest only" if split is None else f"{split} bits" + (" (every band)" if split <= 2 else "")
+        mark = " (deployed)" if split == SHARE_BITS else ""
+        lines.append(f"| {name}{mark} | {error.mean():.4f} | {error[pred['precision'] >= 3].mean():.4f} | "
+                     + " | ".join(f"{error[(pred['model_family'] == f) & (pred['precision'] >= 4)].mean():.4f}"
+                                  for f in families)
+                     + f" | {np.mean(within):.4f} | {np.max(within):.4f} |")
+    return lines + [""]
 
 
 def score_lines(scores) -> list[str]:
@@ -547,7 +584,8 @@ def main(argv=None):
     for chooser, r in regrets.items():
         lines.append(f"| {LABELS[chooser]} | {r['budgets']} | {r['median']:.4f} | {r['mean']:.4f} | {r['max']:.4f} | "
                      f"{r['across_median_bpb']:.4f} | {r['across_max_bpb']:.4f} |")
-    lines += ["", "Measured per format (the rows above; GPTQ − RTN < 0 where GPTQ helps):", ""]
+    lines += ["", *share_split_lines(table, families)]
+    lines += ["Measured per format (the rows above; GPTQ − RTN < 0 where GPTQ helps):", ""]
     lines += per_format_lines(table, families)
     lines += hessian_lines(client, table)
     lines += [f"![{name}](img/{path.name})" for name, path in figures]

@@ -42,7 +42,7 @@ def test_feature_table_joins_parent_rtn_and_gptq_runs(swept_uri):
 
 
 @pytest.mark.parametrize("recipe", [{"base": "nll_fp"}, {"base": "rtn_fraction"},
-                                    {"base": "nll_fp", "share_from_bits": 4}], ids=["fp", "fraction", "share"])
+                                    {"base": "nll_fp", "share_from_bits": 3}], ids=["fp", "fraction", "share"])
 def test_register_reload_and_predict_the_same(swept_uri, recipe):
     table = build_feature_table()
     held = evaluate_recipe({"kind": "rf"}, table, holdout_models=("llama-48",))
@@ -64,14 +64,12 @@ def test_register_reload_and_predict_the_same(swept_uri, recipe):
     assert loaded.version == "1"
     np.testing.assert_allclose(served["nll_gptq"], evaluation.predictor.predict(table), rtol=0, atol=1e-12)
     np.testing.assert_allclose(loaded.predict(table)["nll_gptq"], served["nll_gptq"], rtol=0, atol=0)
-    if "share_from_bits" in recipe:  # the 4-bit rows by the share, the 3-bit ones by the trees
-        share = loaded.spec["share"]["value"]
-        assert share == evaluation.predictor.share_ and np.isfinite(share)
+    if "share_from_bits" in recipe:  # every tiny format has 3 bits or more: each row by its band's share
+        values = loaded.spec["share"]["values"]
+        assert values == evaluation.predictor.share_ and set(values) == {"p=3", "p>=4"}
         gap = np.maximum(table["nll_rtn"] - table["nll_fp"], 0.005)
-        by_share = (table["nll_fp"] + share * gap).to_numpy()
-        four = (table["precision"] >= 4).to_numpy()
-        np.testing.assert_allclose(served["nll_gptq"][four], by_share[four], rtol=0, atol=1e-12)
-        assert not np.allclose(served["nll_gptq"][~four], by_share[~four])
+        per_row = np.where(table["precision"] >= 4, values["p>=4"], values["p=3"])
+        np.testing.assert_allclose(served["nll_gptq"], table["nll_fp"] + per_row * gap, rtol=0, atol=1e-12)
     # 9 rows at 4 bits give a 90 % width, 3 rows at 3 bits none: each row gets its band's
     widths = loaded.spec["halfwidths"]
     assert widths["p=3"] is None and widths["p<=2"] is None and math.isfinite(widths["p>=4"])
@@ -181,7 +179,7 @@ def test_rtn_fraction_scales_with_a_models_own_rtn_damage():
         assert np.abs(LossPredictor(base=base).fit(train, y).predict(test) - observed)[:20].mean() > 0.5
 
 
-def test_the_share_recipe_answers_high_bit_rows_by_the_median_share_and_the_rest_by_the_trees():
+def test_the_share_recipe_answers_each_band_by_its_median_share_and_the_rest_by_the_trees():
     import pandas as pd
 
     from registry.predictor.loss_predictor import LossPredictor
@@ -195,22 +193,35 @@ def test_the_share_recipe_answers_high_bit_rows_by_the_median_share_and_the_rest
         frame["nll_rtn"] = frame["nll_fp"] + rng.uniform(0.01, 0.3, n)
         return frame, frame["nll_fp"] + share * (frame["nll_rtn"] - frame["nll_fp"])
 
-    high, y_high = rows(31, 4.0, rng.uniform(0.2, 0.4, 31))
-    low, y_low = rows(30, 3.0, 0.8)
-    train, y = pd.concat([high, low], ignore_index=True), pd.concat([y_high, y_low], ignore_index=True)
-    fitted = LossPredictor(share_from_bits=4).fit(train, y)
-    shares = ((y_high - high["nll_fp"]) / (high["nll_rtn"] - high["nll_fp"])).to_numpy()
-    assert fitted.share_ == pytest.approx(np.median(shares))  # only the rows at ≥ 4 bits vote
-    test, _ = rows(5, 8.0, 0.0)
+    high, y_high = rows(31, rng.choice([4.0, 6.0, 8.0], 31), rng.uniform(0.2, 0.4, 31))
+    three, y_three = rows(21, 3.0, rng.uniform(0.5, 0.9, 21))
+    low, y_low = rows(30, 2.0, 0.95)
+    train = pd.concat([high, three, low], ignore_index=True)
+    y = pd.concat([y_high, y_three, y_low], ignore_index=True)
+    fitted = LossPredictor(share_from_bits=3).fit(train, y)
+
+    def shares(frame, target):
+        return ((target - frame["nll_fp"]) / (frame["nll_rtn"] - frame["nll_fp"])).to_numpy()
+
+    # one median per band of bits at or above 3; the 2-bit rows do not vote
+    assert fitted.share_ == pytest.approx({"p=3": np.median(shares(three, y_three)),
+                                           "p>=4": np.median(shares(high, y_high))})
+    test, _ = rows(6, np.array([8.0, 5.0, 4.0, 3.0, 3.0, 2.0]), 0.0)
     test.loc[0, "nll_rtn"] = test.loc[0, "nll_fp"] + 10.0  # far beyond any training row's damage
-    expected = test["nll_fp"] + fitted.share_ * (test["nll_rtn"] - test["nll_fp"])
-    np.testing.assert_allclose(fitted.predict(test), expected, rtol=0, atol=1e-12)
-    plain = LossPredictor().fit(train, y)  # below 4 bits the same forest answers
-    np.testing.assert_allclose(fitted.predict(low), plain.predict(low), rtol=0, atol=0)
-    only_low = LossPredictor(share_from_bits=4).fit(low, y_low)  # nothing at 4 bits to take a share from
+    expected = test["nll_fp"] + np.array([fitted.share_["p>=4"]] * 3 + [fitted.share_["p=3"]] * 2 + [np.nan]) \
+        * (test["nll_rtn"] - test["nll_fp"])
+    predicted = fitted.predict(test)
+    np.testing.assert_allclose(predicted[:5], expected[:5], rtol=0, atol=1e-12)
+    plain = LossPredictor().fit(train, y)  # below 3 bits the same forest answers
+    np.testing.assert_allclose(predicted[5:], plain.predict(test)[5:], rtol=0, atol=0)
+    only_low = LossPredictor(share_from_bits=3).fit(low, y_low)  # nothing at 3 bits or more to take a share from
     assert only_low.share_ is None and only_low.share_spec() is None
     np.testing.assert_allclose(only_low.predict(test), LossPredictor().fit(low, y_low).predict(test), rtol=0, atol=0)
-    assert fitted.describe() == "rf, base nll_fp, share from 4 bits"
+    no_three = LossPredictor(share_from_bits=3).fit(pd.concat([high, low]), pd.concat([y_high, y_low]))
+    assert set(no_three.share_) == {"p>=4"}  # a band with no training rows: the trees answer it
+    trees = LossPredictor().fit(pd.concat([high, low]), pd.concat([y_high, y_low])).predict(test)
+    np.testing.assert_allclose(no_three.predict(test)[3:], trees[3:], rtol=0, atol=0)
+    assert fitted.describe() == "rf, base nll_fp, share from 3 bits"
 
 
 def test_a_model_swept_again_contributes_only_its_newest_runs(swept_uri):

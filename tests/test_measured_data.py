@@ -37,7 +37,7 @@ def test_a_sweep_exported_and_seeded_elsewhere_gives_the_same_feature_table(swee
     assert "ptq-loss-predictor/1 (rf, base nll_fp) fitted on" in seeded.output
     assert "ptq-loss-predictor/2 (rf, base nll_rtn) fitted on" in seeded.output
     assert "ptq-loss-predictor/3 (rf, base rtn_fraction) fitted on" in seeded.output
-    assert "ptq-loss-predictor/4 (rf, base nll_fp, share from 4 bits) fitted on" in seeded.output
+    assert "ptq-loss-predictor/4 (rf, base nll_fp, share from 3 bits) fitted on" in seeded.output
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     versions = {str(v.version): v for v in client.search_model_versions("name = 'ptq-loss-predictor'")}
     assert set(versions) == {"1", "2", "3", "4"}

@@ -221,22 +221,24 @@ def test_a_share_predictor_fits_serves_and_explains_its_high_bit_rows_by_the_sha
     fitted = CliRunner().invoke(cli, ["fit-predictor", "--kind", "rf", "--share-from-bits", "4", "--json"])
     assert fitted.exit_code == 0, fitted.output
     (fit,) = json.loads(fitted.stdout)
-    assert fit["share_from_bits"] == 4 and 0 < fit["share"] < 2
+    assert fit["share_from_bits"] == 4 and set(fit["share"]) == {"p>=4"} and 0 < fit["share"]["p>=4"] < 2
     report = json.loads(CliRunner().invoke(cli, ["explain", "llama-64", "mxint4_32", "--json"]).stdout)
     rows = json.loads(recommend("--memory", "1GB", "--models", "llama-64", "--formats", "mxint4_32",
                                 "--json").stdout)["rows"]
     served = {r["method"]: r["predicted_nll"] if r["method"] == "gptq" and r["source"] == "measured" else r["nll"]
               for r in rows}
-    assert report["answered_by"] == "share" and report["share"] == pytest.approx(fit["share"])
+    assert report["answered_by"] == "share" and report["share"] == pytest.approx(fit["share"]["p>=4"])
+    assert report["band"] == "p>=4"
     assert report["scale"] == pytest.approx(max(served["rtn"] - report["base"], 0.005))
     assert report["prediction"] == pytest.approx(served["gptq"], abs=1e-9) and report["contributions"] == []
     text = CliRunner().invoke(cli, ["explain", "llama-64", "mxint4_32"])
     assert text.exit_code == 0, text.output
-    assert f"= nll_fp {report['base']:.4f} + share {fit['share']:.4f} × RTN's loss increase" in text.stdout
+    assert f"= nll_fp {report['base']:.4f} + share {report['share']:.4f} × RTN's loss increase" in text.stdout
     three = json.loads(CliRunner().invoke(cli, ["explain", "llama-64", "mxint3_32", "--json"]).stdout)
     assert three["answered_by"] == "trees" and len(three["contributions"]) == 8  # below 4 bits: the forest
     human = CliRunner().invoke(cli, ["fit-predictor", "--kind", "rf", "--share-from-bits", "4"])
-    assert human.exit_code == 0 and "(rf, base nll_fp, share 0." in human.stdout, human.output
+    assert human.exit_code == 0 and "(rf, base nll_fp, share of RTN's increase 0." in human.stdout, human.output
+    assert " at p>=4, " in human.stdout
     bad = CliRunner().invoke(cli, ["fit-predictor", "--share-from-bits", "1"])
     assert bad.exit_code == 2 and "--share-from-bits" in bad.output
 

@@ -1,6 +1,8 @@
 """The study page's grid-coverage table (bench/study_real.py), which its status rests on."""
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from bench.study_real import UNRECORDED, cost_lines, coverage_lines
 
@@ -75,7 +77,7 @@ def test_goals_name_the_deployed_predictor_and_the_best_tree_and_mark_each_goal(
     # where the share recipe answers every row by share·RTN it ties it by construction: judged on the others
     fine["gemma3"]["rf_share"] = dict(fine["gemma3"]["rtn_share"])
     tied = goal_lines({"≥ 5 bits": fine}, regrets, "rf_share")
-    assert "| beats every baseline's MAE, ≥ 5 bits | deployed RF<4·share | 1.000 = share·RTN here, vs NLL_rtn 0.030 ✗ |" \
+    assert "| beats every baseline's MAE, ≥ 5 bits | deployed RF<3·share | 1.000 = share·RTN here, vs NLL_rtn 0.030 ✗ |" \
         in "\n".join(tied)
     # without a registered champion only the best tree is shown
     assert not any("deployed" in line for line in goal_lines({"all rows": all_rows}, regrets, None)[2:])
@@ -97,3 +99,30 @@ def test_the_rtn_share_baseline_scales_each_rows_rtn_damage_by_its_bands_median_
     assert rtn_share(train, test).round(6).tolist() == [1.0015, 1.06, 1.5, 5.0, 1.12]
     # a band the training rows lack takes the median of the bands they have
     assert rtn_share(train[train["precision"] == 4], test).round(6).tolist() == [1.0015, 1.06, 1.3, 2.2, 1.12]
+
+
+def test_the_share_split_table_holds_each_family_out_for_every_split():
+    from bench.study_real import SHARE_BITS, SHARE_SPLITS, share_split_lines
+    from registry.predictor.feature_table import FEATURES
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for family, share in (("a", 0.2), ("b", 0.3), ("c", 0.5)):
+        frame = pd.DataFrame(rng.uniform(1, 2, size=(12, len(FEATURES))), columns=list(FEATURES))
+        frame["precision"] = np.tile([2.0, 3.0, 4.0, 8.0], 3)
+        frame["nll_rtn"] = frame["nll_fp"] + rng.uniform(0.1, 1.0, 12)
+        frame["nll_gptq"] = frame["nll_fp"] + share * (frame["nll_rtn"] - frame["nll_fp"])
+        frame["bytes"] = rng.uniform(1e6, 2e6, 12)
+        frame["model_family"], frame["model"] = family, family + "-1"
+        frames.append(frame)
+    lines = share_split_lines(pd.concat(frames, ignore_index=True), ["a", "b", "c"])
+    body = [line for line in lines if line.startswith("| ") and not line.startswith("| trees")]
+    assert len(body) == len(SHARE_SPLITS)
+    assert body[0].startswith("| forest only | ") and f"| {SHARE_BITS} bits (deployed) | " in "\n".join(body)
+    # shares 0.2 / 0.3 / 0.5: held out, a is predicted with median(0.3, 0.5) = 0.4, b 0.35, c 0.25
+    every = next(line for line in body if line.startswith("| 2 bits (every band)"))
+    cells = [float(c) for c in every.strip("|").split("|")[1:]]
+    gaps = {f: (fr["nll_rtn"] - fr["nll_fp"]) for f, fr in zip("abc", frames)}
+    expected_all = np.mean(np.concatenate([abs(0.4 - 0.2) * gaps["a"], abs(0.35 - 0.3) * gaps["b"],
+                                           abs(0.25 - 0.5) * gaps["c"]]))
+    assert cells[0] == pytest.approx(expected_all, abs=1e-4)

@@ -9,10 +9,11 @@ whose loss lies outside the training range still get a sensible prediction, and 
 it scale with the model's own measured RTN damage (docs/real-model-study.md).
 
 `share_from_bits` answers the formats of that many bits or more without the trees: NLL_fp plus the
-training rows' median share of RTN's loss increase that GPTQ leaves at those bits, times the row's
-own increase. At 4 bits and more the losses are hundredths of a nat, and on held-out real-model
-families one number scaled by the model's own RTN damage errs half as much as the forest, which
-learns the training families' levels (docs/real-model-study.md); below, the forest does better.
+training rows' median share of RTN's loss increase that GPTQ leaves in the row's band of bits
+(≤ 2, 3, ≥ 4, as the intervals), times the row's own increase. On held-out real-model families
+one number per band scaled by the model's own RTN damage errs about half as much at 3 bits and
+more as the forest, which learns the training families' levels of loss (docs/real-model-study.md);
+at 2 bits, where the networks break, the forest does better.
 
 Intervals are split-conformal from leave-one-family-out residuals, per band of bits
 (registry/conformal.py): the half-width is the ⌈(n+1)(1−α)⌉-th smallest |residual| of the band's
@@ -25,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
+from registry.conformal import INTERVAL_BANDS, precision_bands
 from registry.predictor.feature_table import FEATURES
 from registry.predictor.spec import spec_scale, spec_share
 from store.errors import InputError
@@ -91,11 +93,13 @@ class LossPredictor(RegressorMixin, BaseEstimator):
         self.n_features_in_ = len(FEATURES)
         self.share_ = None
         if self.share_from_bits is not None:
-            rows = np.asarray(X["precision"], dtype=np.float64) >= self.share_from_bits
-            # no training row at those bits: nothing to take a share from, the trees answer them
-            if rows.any():
-                share = (y - _base(X, "rtn_fraction")) / _scale(X, "rtn_fraction")
-                self.share_ = float(np.median(share[rows]))
+            precision = np.asarray(X["precision"], dtype=np.float64)
+            share = (y - _base(X, "rtn_fraction")) / _scale(X, "rtn_fraction")
+            bands = precision_bands(precision, INTERVAL_BANDS)
+            rows = precision >= self.share_from_bits
+            # a band without training rows at those bits has no share: the trees answer its rows
+            self.share_ = {band: float(np.median(share[rows & (bands == band)]))
+                           for band in INTERVAL_BANDS.split(",") if (rows & (bands == band)).any()} or None
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -107,11 +111,11 @@ class LossPredictor(RegressorMixin, BaseEstimator):
         """How rows at share_from_bits or more are answered (None: by the trees), as the spec serves it."""
         if self.share_from_bits is None or getattr(self, "share_", None) is None:
             return None
-        return {"from_bits": float(self.share_from_bits), "value": self.share_,
+        return {"from_bits": float(self.share_from_bits), "values": self.share_, "bands": INTERVAL_BANDS,
                 "base_column": BASES["rtn_fraction"], "scale_column": SCALES["rtn_fraction"], "floor": GAP_FLOOR}
 
     def describe(self) -> str:
-        """The recipe in a few words: 'rf, base nll_fp', '…, share from 4 bits'."""
+        """The recipe in a few words: 'rf, base nll_fp', '…, share from 3 bits'."""
         share = "" if self.share_from_bits is None else f", share from {self.share_from_bits:g} bits"
         return f"{self.kind}, base {self.base}{share}"
 

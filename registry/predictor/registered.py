@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.conformal import band_metric_name
 from registry.predictor.feature_table import FEATURES, TARGET
 from registry.versions import (
     VersionNotFoundError,
@@ -135,7 +136,7 @@ def register_evaluation(evaluation, table, query, holdout_models=(), description
                            "families": ",".join(query.families) or "all",
                            "dataset_digest": query.dataset_digest or "any",
                            "holdout_models": ",".join(holdout_models) or "none",
-                           **({"share": predictor.share_} if predictor.share_spec() else {}),
+                           **{f"share_{band_metric_name(b)}": v for b, v in (predictor.share_ or {}).items()},
                            "alpha": evaluation.alpha, "train_rows": evaluation.train_rows,
                            "evaluation_key": evaluation.key})
         mlflow.log_metrics({k: v for k, v in evaluation.metrics.items() if v == v})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from registry.conformal import row_widths
+from registry.conformal import precision_bands, row_widths
 from registry.predictor.tree_json import TreeEnsemble
 
 
@@ -39,20 +39,30 @@ def spec_scale(spec: dict, frame: pd.DataFrame) -> np.ndarray:
     return np.maximum(gap, spec["scale_floor"])
 
 
-def share_rows(spec: dict, frame: pd.DataFrame) -> np.ndarray:
-    """Per row, whether the spec answers it with its share of RTN's damage instead of the trees."""
+def share_values(spec: dict, precision) -> np.ndarray:
+    """Per row of bit count `precision`, the share of RTN's loss increase the spec answers it with
+    (its band's median), NaN where the trees answer it."""
+    precision = np.asarray(precision, dtype=float)
     share = spec.get("share")  # versions registered before the share recipe have none
-    if not share or share.get("value") is None:
-        return np.zeros(len(frame), dtype=bool)
-    return frame["precision"].to_numpy(float) >= share["from_bits"]
+    if not share:
+        return np.full(len(precision), np.nan)
+    by_band = {band: np.nan if v is None else float(v) for band, v in share["values"].items()}
+    values = np.array([by_band.get(b, np.nan) for b in precision_bands(precision, share["bands"])], dtype=float)
+    return np.where(precision >= share["from_bits"], values, np.nan)
+
+
+def share_rows(spec: dict, frame: pd.DataFrame) -> np.ndarray:
+    """Per row, whether the spec answers it with its band's share of RTN's damage instead of the trees."""
+    return np.isfinite(share_values(spec, frame["precision"]))
 
 
 def spec_share(spec: dict, frame: pd.DataFrame, point) -> np.ndarray:
     """`point` with the share rows replaced by NLL_fp + share × RTN's loss increase (floored)."""
-    rows = share_rows(spec, frame)
+    values = share_values(spec, frame["precision"])
+    rows = np.isfinite(values)
     point = np.asarray(point, dtype=float).copy()
     if rows.any():
         share = spec["share"]
         fp, rtn = frame[share["base_column"]].to_numpy(float), frame[share["scale_column"]].to_numpy(float)
-        point[rows] = (fp + share["value"] * np.maximum(rtn - fp, share["floor"]))[rows]
+        point[rows] = (fp + values * np.maximum(rtn - fp, share["floor"]))[rows]
     return point
