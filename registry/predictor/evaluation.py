@@ -4,8 +4,8 @@ Xu et al. judge their forest on models it never saw (pythia-1b, mpt-7b held out)
 twice: every model family is held out in turn (LOFO — the promotion metric is its MAE over all
 rows), and named models can be held out of the final fit entirely and reported apart, as a test set.
 The MAE on the formats of DEPLOYABLE_BITS or more is logged beside it, but does not promote: on the
-real models it prefers the RTN-fraction target, whose picks under a memory budget lose more
-(docs/real-model-study.md, "What held up").
+first real-model data it preferred the RTN-fraction target over NLL_fp, whose picks under a memory
+budget lost less (docs/real-model-study.md, "What held up").
 """
 
 from __future__ import annotations
