@@ -122,7 +122,6 @@ def _plot(mlflow, fit: PriorFit) -> None:
 def register_fit(fit: PriorFit, published_path: str | None = None, client=None, description: str | None = None):
     """Log the fit as a run, register it as a `ptq-prior` version, promote it; (ModelVersion, decision)."""
     import mlflow
-    import pandas as pd
     from mlflow.models import infer_signature
 
     client = client or mlflow.MlflowClient()
@@ -155,8 +154,8 @@ def register_fit(fit: PriorFit, published_path: str | None = None, client=None, 
         sample = fit.frame.head(3)[list(FRAME_COLUMNS)].astype({"precision": float})
         output = LoadedPrior(PRIOR, "new", fit.params).predict(sample).drop(columns="unknown_d")
         info = mlflow.pyfunc.log_model(name="model", python_model=_CODE, artifacts={"prior": str(path)},
-                                       signature=infer_signature(pd.DataFrame(sample), output),
-                                       input_example=pd.DataFrame(sample), pip_requirements=PIP_REQUIREMENTS)
+                                       signature=infer_signature(sample, output),
+                                       input_example=sample, pip_requirements=PIP_REQUIREMENTS)
     tags = {"recipe": json.dumps(fit.recipe), "evaluation_key": fit.params["evaluation_key"],
             "published_data_version": str(versions.get("published")),
             "measured_data_versions": ",".join(versions.get("measured", [])) or "none",
