@@ -323,7 +323,7 @@ def test_recommend_imports_no_torch_transformers_or_sklearn(tracking_uri):
     assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr[-2000:]
 
 
-def _wait_for(predicate, timeout=120.0):
+def _wait_for(predicate, timeout=300.0):  # a detached logger on a loaded 2-core machine: minutes
     import time
 
     deadline = time.time() + timeout
